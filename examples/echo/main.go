@@ -1,0 +1,164 @@
+// Command echo is the small demo backend that Outrigger's demos and tests
+// run behind the proxy.
+//
+// In TCP mode it greets each connection with one line naming itself
+// ("echo-1 hello from 127.0.0.1:9101") and then echoes every byte it
+// receives; when the client half-closes, it finishes echoing and closes. In
+// HTTP mode it answers every request with JSON naming itself and describing
+// the request it saw. Each connection runs in its own goroutine; the process
+// stops on SIGTERM or SIGINT.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	name := flag.String("name", "echo", "the name this backend reports in greetings and answers")
+	listen := flag.String("listen", "127.0.0.1:9101", "address to listen on")
+	mode := flag.String("mode", "tcp", "tcp (greet, then echo bytes) or http (answer JSON describing the request)")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: echo [-name N] [-listen ADDR] [-mode tcp|http]\n\n"+
+			"A demo backend: in tcp mode it sends one greeting line naming itself and\n"+
+			"echoes what it receives; in http mode it answers JSON naming itself.\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "echo: %v\n", err)
+		os.Exit(1)
+	}
+	slog.Info("echo listening", "name", *name, "addr", ln.Addr().String(), "mode", *mode)
+	switch *mode {
+	case "tcp":
+		err = serveTCP(ctx, ln, *name)
+	case "http":
+		err = serveHTTP(ctx, ln, *name)
+	default:
+		err = fmt.Errorf("unknown -mode %q: want tcp or http", *mode)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "echo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// serveTCP greets and echoes on every connection until ctx ends, then closes
+// the listener and every open connection and waits for their goroutines.
+func serveTCP(ctx context.Context, ln net.Listener, name string) error {
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+		wg    sync.WaitGroup
+	)
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				wg.Wait()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		mu.Lock()
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			echo(c, name)
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		}()
+	}
+}
+
+func echo(c net.Conn, name string) {
+	defer c.Close()
+	if _, err := fmt.Fprintf(c, "%s hello from %s\n", name, c.LocalAddr()); err != nil {
+		return
+	}
+	// io.Copy between two *net.TCPConn-backed values uses splice on Linux.
+	if _, err := io.Copy(c, c); err != nil {
+		return
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+}
+
+// Answer is the JSON body of an HTTP-mode reply.
+type Answer struct {
+	Name    string              `json:"name"`
+	Method  string              `json:"method"`
+	Host    string              `json:"host"`
+	Path    string              `json:"path"`
+	Query   string              `json:"query,omitempty"`
+	Proto   string              `json:"proto"`
+	Headers map[string][]string `json:"headers"`
+	Body    int64               `json:"body_bytes"`
+	Remote  string              `json:"remote"`
+}
+
+func serveHTTP(ctx context.Context, ln net.Listener, name string) error {
+	srv := &http.Server{
+		Handler:           handler(name),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func handler(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		a := Answer{
+			Name: name, Method: r.Method, Host: r.Host, Path: r.URL.Path, Query: r.URL.RawQuery,
+			Proto: r.Proto, Headers: r.Header, Body: n, Remote: r.RemoteAddr,
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Echo-Name", name)
+		json.NewEncoder(w).Encode(a)
+	})
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTCPGreetsThenEchoesUntilHalfClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveTCP(ctx, ln, "echo-7") }()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	greeting, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "echo-7 hello from " + ln.Addr().String() + "\n"; greeting != want {
+		t.Errorf("greeting = %q, want %q", greeting, want)
+	}
+	if _, err := io.WriteString(c, "ping\npong"); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(rest) != "ping\npong" {
+		t.Errorf("echoed %q, want %q", rest, "ping\npong")
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serveTCP: %v", err)
+	}
+}
+
+func TestHTTPAnswersWithNameAndRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveHTTP(ctx, ln, "web-2") }()
+
+	req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/a/b?x=1", strings.NewReader("hello"))
+	req.Host = "orders.shop"
+	req.Header.Set("X-Test", "yes")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a Answer
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Name != "web-2" || a.Method != "POST" || a.Host != "orders.shop" || a.Path != "/a/b" ||
+		a.Query != "x=1" || a.Body != 5 || a.Headers["X-Test"][0] != "yes" {
+		t.Errorf("answer = %+v", a)
+	}
+	if got := resp.Header.Get("X-Echo-Name"); got != "web-2" {
+		t.Errorf("X-Echo-Name = %q", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serveHTTP: %v", err)
+	}
+}
