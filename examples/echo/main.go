@@ -10,6 +10,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,13 +31,24 @@ func main() {
 	name := flag.String("name", "echo", "the name this backend reports in greetings and answers")
 	listen := flag.String("listen", "127.0.0.1:9101", "address to listen on")
 	mode := flag.String("mode", "tcp", "tcp (greet, then echo bytes) or http (answer JSON describing the request)")
+	dial := flag.String("dial", "", "client mode: connect to this address -n times and print each greeting, then exit")
+	count := flag.Int("n", 1, "client mode: how many connections to open, one after another")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: echo [-name N] [-listen ADDR] [-mode tcp|http]\n\n"+
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: echo [-name N] [-listen ADDR] [-mode tcp|http]\n"+
+			"       echo -dial ADDR [-n COUNT]\n\n"+
 			"A demo backend: in tcp mode it sends one greeting line naming itself and\n"+
-			"echoes what it receives; in http mode it answers JSON naming itself.\n\n")
+			"echoes what it receives; in http mode it answers JSON naming itself.\n"+
+			"With -dial it is a client: it prints the greeting of each of COUNT connections.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *dial != "" {
+		if err := greetings(os.Stdout, *dial, *count); err != nil {
+			fmt.Fprintf(os.Stderr, "echo: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -117,6 +129,25 @@ func echo(c net.Conn, name string) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.CloseWrite()
 	}
+}
+
+// greetings opens n connections to addr one after another and prints the
+// greeting line each one starts with.
+func greetings(w io.Writer, addr string, n int) error {
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("connection %d to %s: no greeting: %w", i+1, addr, err)
+		}
+		fmt.Fprint(w, line)
+	}
+	return nil
 }
 
 // Answer is the JSON body of an HTTP-mode reply.

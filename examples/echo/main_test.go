@@ -86,3 +86,23 @@ func TestHTTPAnswersWithNameAndRequest(t *testing.T) {
 		t.Errorf("serveHTTP: %v", err)
 	}
 }
+
+func TestGreetingsClientPrintsEachConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveTCP(ctx, ln, "echo-9") }()
+	var out strings.Builder
+	if err := greetings(&out, ln.Addr().String(), 3); err != nil {
+		t.Fatal(err)
+	}
+	line := "echo-9 hello from " + ln.Addr().String() + "\n"
+	if got, want := out.String(), strings.Repeat(line, 3); got != want {
+		t.Errorf("greetings printed %q, want %q", got, want)
+	}
+	cancel()
+	<-done
+}
