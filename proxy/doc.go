@@ -1,0 +1,42 @@
+// Package proxy carries connections: the L4 TCP listeners that forward each
+// accepted connection to an endpoint, and the admin HTTP server.
+//
+// Place in the data flow: a listener accepts a connection, asks its Upstream
+// (a *balancer.Balancer, or StaticUpstream for an inbound listener in front
+// of the local application) for an endpoint with Pick, dials it, and copies
+// bytes both ways until both sides are done. Pick never blocks; when there is
+// no endpoint the client connection is closed at once, never queued. A dial
+// failure means nothing reached the endpoint, so the connection is retried on
+// another one (TCPConfig.ConnectAttempts); once a dial succeeded the
+// connection is committed to that endpoint.
+//
+// Ownership: the proxy owns its listening sockets and both sockets of every
+// connection, and nothing of the discovery state. PickResult.Endpoint is read
+// to dial (and to log); the proxy never consults discovery again for an open
+// connection. So an endpoint that leaves discovery (removed, draining, not
+// ready) gets no new connections but never has an open connection cut: that
+// runs until its client or endpoint closes it, it idles out, or the process
+// drains. PickResult.Done is called exactly once for every successful Pick:
+// at once with the dial error when the dial fails, otherwise when the
+// connection ends, with nil unless a copy failed (the error may come from
+// either socket; splice does not say which).
+//
+// Data path: both sides are raw *net.TCPConn and bytes move with
+// (*net.TCPConn).ReadFrom of an *io.LimitedReader over the other
+// *net.TCPConn, which Linux serves with splice(2): payload never enters user
+// space. Half-close is kept: EOF in one direction becomes CloseWrite on the
+// other side while the reverse direction keeps running. The idle timeout
+// counts time with no byte moving in either direction (see
+// TCPConfig.IdleTimeout); it is enforced with read deadlines renewed per
+// chunk and at least every IdleTimeout/4, never with write deadlines, and
+// the data path allocates nothing per chunk.
+//
+// Concurrency: Server.Serve runs one accept goroutine per listener and two
+// goroutines per connection (one per direction; the connection's own
+// goroutine is one of them). Serve owns all of them and returns only after
+// every one has exited. When Serve's context ends, the listeners close at
+// once (new connections are refused by the kernel), open connections get
+// ServerConfig.DrainTimeout to finish, and the rest are closed. The admin
+// server runs in its own Serve(ctx) and only reads through the callbacks it
+// was given, which must be safe for concurrent use.
+package proxy

@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/balancer"
+	"github.com/outrigger-mesh/outrigger/discovery"
+)
+
+// Upstream chooses where a connection goes; *balancer.Balancer satisfies it.
+//
+// Pick is called from every connection's goroutine concurrently, once per
+// connect attempt, with a PickInfo naming the endpoints this connection
+// already failed to dial. It must not block: it answers from what it knows
+// now, and returns balancer.ErrNoEndpoints (or any error) when there is
+// nowhere to go, upon which the client connection is closed. The caller calls
+// PickResult.Done exactly once for every pick that returned no error.
+type Upstream interface {
+	Pick(info *balancer.PickInfo) (balancer.PickResult, error)
+}
+
+// StaticUpstream is an Upstream with one fixed endpoint, named name; inbound
+// listeners forward to the local application with it. It keeps no state:
+// Done is a no-op, and it picks addr again even when addr was tried (it has
+// no other endpoint), so inbound listeners usually set ConnectAttempts to 1.
+func StaticUpstream(name string, addr netip.AddrPort) Upstream {
+	return &staticUpstream{ep: discovery.Endpoint{
+		ID:     name,
+		Addr:   addr,
+		Weight: discovery.DefaultWeight,
+		State:  discovery.StateReady,
+		Source: "static",
+	}}
+}
+
+type staticUpstream struct{ ep discovery.Endpoint }
+
+func (s *staticUpstream) Pick(*balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{Endpoint: &s.ep, Done: staticDone}, nil
+}
+
+func staticDone(balancer.DoneInfo) {}
+
+// Defaults for TCPConfig's zero fields.
+const (
+	DefaultConnectTimeout  = 5 * time.Second
+	DefaultIdleTimeout     = time.Hour
+	DefaultConnectAttempts = 3
+	// MaxConnectAttempts bounds ConnectAttempts: a PickInfo remembers
+	// balancer.MaxTried failed endpoints, so the attempt after that is the
+	// last one still guaranteed to avoid every endpoint that failed before.
+	MaxConnectAttempts = balancer.MaxTried + 1
+)
+
+// TCPConfig is one L4 listener.
+type TCPConfig struct {
+	// Name identifies the listener in logs, errors and Server.Addrs.
+	Name string
+	// Listen is the host:port to bind; port 0 picks a free port.
+	Listen string
+	// ConnectTimeout bounds one dial to an endpoint; 0 means
+	// DefaultConnectTimeout (5s).
+	ConnectTimeout time.Duration
+	// IdleTimeout closes a connection on which no byte moved in either
+	// direction for this long; 0 means DefaultIdleTimeout (1h). There is no
+	// "never": use a long duration. Steady traffic in one direction keeps the
+	// whole connection open. The connection is closed between IdleTimeout and
+	// 1.25×IdleTimeout after its last byte. A write stuck on a peer that
+	// reads nothing counts as no movement: such a connection is closed about
+	// IdleTimeout after the other direction found it idle.
+	IdleTimeout time.Duration
+	// ConnectAttempts is how many endpoints a connection tries, one after the
+	// other, when dialing fails (retrying is safe then: nothing was sent);
+	// 0 means DefaultConnectAttempts (3), at most MaxConnectAttempts.
+	ConnectAttempts int
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c TCPConfig) withDefaults() TCPConfig {
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ConnectAttempts == 0 {
+		c.ConnectAttempts = DefaultConnectAttempts
+	}
+	return c
+}
+
+// Validate reports every problem with c, joined; zero fields are valid and
+// mean their defaults.
+func (c TCPConfig) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("listener has no name"))
+	}
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	} else {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			errs = append(errs, fmt.Errorf("listen %q: port %q is not a number in 0..65535", c.Listen, port))
+		}
+		if _, err := netip.ParseAddr(host); err != nil && host != "" && host != "localhost" {
+			errs = append(errs, fmt.Errorf("listen %q: host %q is not an IP address", c.Listen, host))
+		}
+	}
+	if c.ConnectTimeout < 0 {
+		errs = append(errs, fmt.Errorf("connect timeout %v is negative", c.ConnectTimeout))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle timeout %v is negative", c.IdleTimeout))
+	}
+	if c.ConnectAttempts < 0 || c.ConnectAttempts > MaxConnectAttempts {
+		errs = append(errs, fmt.Errorf("connect attempts %d out of range 1..%d (0 means %d)",
+			c.ConnectAttempts, MaxConnectAttempts, DefaultConnectAttempts))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("listener %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+// Options are a listener's or server's dependencies.
+type Options struct {
+	// Logger receives the proxy's logs; nil discards them. Per-connection
+	// events log at debug; failures that affect many connections log at warn,
+	// at most once per logEvery for each kind and listener.
+	Logger *slog.Logger
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
+// keepAlive is set on both sockets of every connection, so that a peer that
+// vanished without a FIN or RST (a crashed host, a dropped NAT entry) is
+// noticed even on a connection that is idle by design.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 6}
+
+// TCPListener is one L4 listener: its config, its upstream, and once a
+// Server bound it, its socket. Create it with NewTCPListener and hand it to
+// exactly one Server.
+type TCPListener struct {
+	// set at construction
+	cfg    TCPConfig // with defaults
+	raw    TCPConfig // as given, for Validate
+	up     Upstream
+	log    *slog.Logger
+	dialer net.Dialer
+
+	// set by Server.Listen before Serve starts
+	ln *net.TCPListener
+
+	// rate limits for warnings
+	noEndpointsLog, connectLog, acceptLog logLimiter
+}
+
+// NewTCPListener returns a listener for cfg that forwards to up. It does not
+// bind; Server.Listen validates cfg and binds.
+func NewTCPListener(cfg TCPConfig, up Upstream, opts Options) *TCPListener {
+	d := cfg.withDefaults()
+	return &TCPListener{
+		cfg:    d,
+		raw:    cfg,
+		up:     up,
+		log:    opts.logger().With("listener", cfg.Name),
+		dialer: net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive},
+	}
+}
+
+// Name returns the listener's configured name.
+func (l *TCPListener) Name() string { return l.cfg.Name }
+
+// logEvery is the least time between two warnings of one kind from one
+// listener; the next warning says how many were suppressed.
+const logEvery = 10 * time.Second
+
+// logLimiter lets one log line through per logEvery and counts the rest.
+type logLimiter struct {
+	last       atomic.Int64 // unix nanoseconds of the last line let through
+	suppressed atomic.Int64
+}
+
+// allow reports whether a line may be logged now and, if so, how many were
+// suppressed since the last one.
+func (r *logLimiter) allow() (bool, int64) {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	if (last != 0 && now-last < int64(logEvery)) || !r.last.CompareAndSwap(last, now) {
+		r.suppressed.Add(1)
+		return false, 0
+	}
+	return true, r.suppressed.Swap(0)
+}
