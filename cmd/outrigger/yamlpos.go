@@ -1,0 +1,134 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+)
+
+// lineOf returns the line of the field at a path like "outbound[0].listen".
+// When the field is absent it falls back to its closest present parent, so
+// "required" errors point at the block that lacks the field.
+func lineOf(file *ast.File, field string) int {
+	for p := field; ; {
+		if n := nodeAt(file, p); n != nil {
+			return n.GetToken().Position.Line
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i <= 0 {
+			return 1
+		}
+		p = p[:i]
+	}
+}
+
+func nodeAt(file *ast.File, field string) ast.Node {
+	if file == nil {
+		return nil
+	}
+	path, err := yaml.PathString("$." + field)
+	if err != nil {
+		return nil
+	}
+	n, err := path.FilterFile(file)
+	if err != nil || n == nil {
+		return nil
+	}
+	return n
+}
+
+// fieldAt names the field whose key or value token sits at line:col, by
+// walking the document; "" when none does.
+func fieldAt(file *ast.File, line, col int) string {
+	if file == nil {
+		return ""
+	}
+	for _, doc := range file.Docs {
+		if p, ok := walk(doc.Body, "", line, col); ok {
+			return p
+		}
+	}
+	return ""
+}
+
+// findValue returns the field path and line of the first scalar whose text
+// is value.
+func findValue(file *ast.File, value string) (string, int) {
+	if file == nil {
+		return "", 0
+	}
+	var found string
+	var line int
+	var visit func(n ast.Node, path string)
+	visit = func(n ast.Node, path string) {
+		if n == nil || found != "" {
+			return
+		}
+		switch n := n.(type) {
+		case *ast.MappingNode:
+			for _, v := range n.Values {
+				visit(v, path)
+			}
+		case *ast.MappingValueNode:
+			p := n.Key.GetToken().Value
+			if path != "" {
+				p = path + "." + p
+			}
+			visit(n.Value, p)
+		case *ast.SequenceNode:
+			for i, v := range n.Values {
+				visit(v, fmt.Sprintf("%s[%d]", path, i))
+			}
+		default:
+			if tk := n.GetToken(); tk != nil && tk.Value == value {
+				found, line = path, tk.Position.Line
+			}
+		}
+	}
+	for _, doc := range file.Docs {
+		visit(doc.Body, "")
+	}
+	return found, line
+}
+
+func walk(n ast.Node, path string, line, col int) (string, bool) {
+	if n == nil {
+		return "", false
+	}
+	switch n := n.(type) {
+	case *ast.MappingNode:
+		for _, v := range n.Values {
+			if p, ok := walk(v, path, line, col); ok {
+				return p, true
+			}
+		}
+	case *ast.MappingValueNode:
+		key := n.Key.GetToken().Value
+		p := key
+		if path != "" {
+			p = path + "." + key
+		}
+		if at(n.Key, line, col) {
+			return p, true
+		}
+		return walk(n.Value, p, line, col)
+	case *ast.SequenceNode:
+		for i, v := range n.Values {
+			if p, ok := walk(v, fmt.Sprintf("%s[%d]", path, i), line, col); ok {
+				return p, true
+			}
+		}
+	default:
+		if at(n, line, col) {
+			return path, true
+		}
+	}
+	return "", false
+}
+
+func at(n ast.Node, line, col int) bool {
+	tk := n.GetToken()
+	return tk != nil && tk.Position.Line == line && tk.Position.Column == col
+}
