@@ -56,9 +56,9 @@ type DrainConfig struct {
 
 // DiscoveryConfig is one source; exactly one backend block is set.
 type DiscoveryConfig struct {
-	Name     string          `yaml:"name" json:"name"`
-	Priority int             `yaml:"priority" json:"priority"`
-	File     *FileDiscovery  `yaml:"file" json:"file,omitempty"`
+	Name     string         `yaml:"name" json:"name"`
+	Priority int            `yaml:"priority" json:"priority"`
+	File     *FileDiscovery `yaml:"file" json:"file,omitempty"`
 }
 
 // FileDiscovery is a static services file, watched for changes.

@@ -113,7 +113,7 @@ func (p *process) ready() (bool, []string) {
 }
 
 type endpointsView struct {
-	Upstreams []balancer.Status       `json:"upstreams"`
+	Upstreams []balancer.Status        `json:"upstreams"`
 	Sources   []discovery.SourceStatus `json:"sources"`
 }
 
