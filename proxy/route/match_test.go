@@ -1,7 +1,9 @@
 package route
 
 import (
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 )
 
@@ -356,4 +358,30 @@ func TestMatchAllocs(t *testing.T) {
 			t.Errorf("%s: Match allocates %v times, want 0", tc.name, allocs)
 		}
 	}
+}
+
+// TestConcurrentUse runs Match and PickBackend from many goroutines; under
+// -race it shows the Table is safe to share without locks.
+func TestConcurrentUse(t *testing.T) {
+	tab := mustNew(t,
+		RouteConfig{Name: "split", Match: MatchConfig{Hosts: []string{"*.example.com"}}, Backends: []Backend{{"a.ns", 1}, {"b.ns", 1}}},
+		to("q", MatchConfig{Query: []QueryMatch{{Name: "a", Value: "x y"}}}),
+	)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 1000 {
+				host := fmt.Sprintf("h%d.Example.com", (g+i)%3)
+				if r := tab.Match(host, "/", "GET", nil, ""); r == nil || r.PickBackend() == "" {
+					t.Errorf("Match(%q) = %v", host, r)
+					return
+				}
+				if r := tab.Match("x", "/", "GET", nil, "a=x+y"); r == nil || r.Name != "q" {
+					t.Errorf("query Match = %v", r)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -30,7 +30,7 @@ func TestRewritePath(t *testing.T) {
 		{"/api", "/v2", "/api", "/v2"},
 		{"/", "/v2", "/x", "/v2/x"},
 		{"/", "/v2", "/", "/v2/"},
-		{"/api", "/v2", "/apix", "/apix"},  // not matched: identity
+		{"/api", "/v2", "/apix", "/apix"},   // not matched: identity
 		{"/api", "/v2", "/other", "/other"}, // not matched: identity
 		{"/api", "", "/api/x", "/api/x"},    // no rewrite
 	}
