@@ -251,44 +251,52 @@ func (v *validator) action(p string, r RouteConfig) {
 		}
 	}
 
-	if rd := r.Redirect; rd != nil {
-		f := p + ".redirect"
-		switch rd.Scheme {
-		case "", "http", "https":
-		default:
-			v.add(f+".scheme", "%q must be http or https", rd.Scheme)
-		}
-		if rd.Host != "" && !isDNSName(rd.Host) && !isIP(rd.Host) {
-			v.add(f+".host", "%q is not a host name or IP address", rd.Host)
-		}
-		if rd.Path != "" && !strings.HasPrefix(rd.Path, "/") {
-			v.add(f+".path", "%q must start with \"/\"", rd.Path)
-		}
-		if rd.Port < 0 || rd.Port > 65535 {
-			v.add(f+".port", "%d out of range 0..65535", rd.Port)
-		}
-		switch rd.Code {
-		case 0, 301, 302, 303, 307, 308:
-		default:
-			v.add(f+".code", "%d is not a redirect code (want 301, 302, 303, 307 or 308)", rd.Code)
+	if r.Redirect != nil {
+		v.redirect(p+".redirect", r.Redirect)
+	}
+	if r.Fixed != nil {
+		v.fixed(p+".fixed", r.Fixed)
+	}
+	v.rewrites(p, r)
+}
+
+func (v *validator) redirect(f string, rd *Redirect) {
+	switch rd.Scheme {
+	case "", "http", "https":
+	default:
+		v.add(f+".scheme", "%q must be http or https", rd.Scheme)
+	}
+	if rd.Host != "" && !isDNSName(rd.Host) && !isIP(rd.Host) {
+		v.add(f+".host", "%q is not a host name or IP address", rd.Host)
+	}
+	if rd.Path != "" && !strings.HasPrefix(rd.Path, "/") {
+		v.add(f+".path", "%q must start with \"/\"", rd.Path)
+	}
+	if rd.Port < 0 || rd.Port > 65535 {
+		v.add(f+".port", "%d out of range 0..65535", rd.Port)
+	}
+	switch rd.Code {
+	case 0, 301, 302, 303, 307, 308:
+	default:
+		v.add(f+".code", "%d is not a redirect code (want 301, 302, 303, 307 or 308)", rd.Code)
+	}
+}
+
+func (v *validator) fixed(f string, fx *FixedResponse) {
+	if fx.Status < 200 || fx.Status > 599 {
+		v.add(f+".status", "%d out of range 200..599", fx.Status)
+	} else if (fx.Status == 204 || fx.Status == 304) && fx.Body != "" {
+		// RFC 9110 §15.3.5, §15.4.5: these responses have no content.
+		v.add(f+".body", "must be empty with status %d", fx.Status)
+	}
+	if fx.ContentType != "" {
+		if _, _, err := mime.ParseMediaType(fx.ContentType); err != nil {
+			v.add(f+".content_type", "%q: %v", fx.ContentType, err)
 		}
 	}
+}
 
-	if fx := r.Fixed; fx != nil {
-		f := p + ".fixed"
-		if fx.Status < 200 || fx.Status > 599 {
-			v.add(f+".status", "%d out of range 200..599", fx.Status)
-		} else if (fx.Status == 204 || fx.Status == 304) && fx.Body != "" {
-			// RFC 9110 §15.3.5, §15.4.5: these responses have no content.
-			v.add(f+".body", "must be empty with status %d", fx.Status)
-		}
-		if fx.ContentType != "" {
-			if _, _, err := mime.ParseMediaType(fx.ContentType); err != nil {
-				v.add(f+".content_type", "%q: %v", fx.ContentType, err)
-			}
-		}
-	}
-
+func (v *validator) rewrites(p string, r RouteConfig) {
 	if r.RewritePrefix != "" {
 		f := p + ".rewrite_prefix"
 		switch {

@@ -11,6 +11,11 @@
 // with its Redirect or Fixed response. A nil *Route means no route matched;
 // the engine answers 404.
 //
+// Config is plain data without tags. Validate names each problem by a field
+// path relative to the route list in the config file's snake_case spelling
+// ("routes[2].match.path.value", "routes[0].request_headers.set[1].name",
+// "routes[4].fixed.content_type"), which cmd/outrigger maps to file:line.
+//
 // Ownership: the package owns nothing live. A Table and its Routes are never
 // modified after New and share no memory with the Config they came from; a
 // reload builds a new Table and the engine swaps the pointer, so requests in
