@@ -1,5 +1,6 @@
-// Package proxy carries connections: the L4 TCP listeners that forward each
-// accepted connection to an endpoint, and the admin HTTP server.
+// Package proxy carries connections and requests: the L4 TCP listeners that
+// forward each accepted connection to an endpoint, the L7 HTTP listeners that
+// route and balance each request, and the admin HTTP server.
 //
 // Place in the data flow: a listener accepts a connection, asks its Upstream
 // (a *balancer.Balancer, or StaticUpstream for an inbound listener in front
@@ -30,6 +31,19 @@
 // TCPConfig.IdleTimeout); it is enforced with read deadlines renewed per
 // chunk and at least every IdleTimeout/4, never with write deadlines, and
 // the data path allocates nothing per chunk.
+//
+// HTTP engine (HTTPListener): HTTP/1.1 and cleartext HTTP/2 with prior
+// knowledge (h2c) on one port, served by net/http. Each request is matched
+// against a route.Table; a redirect or fixed-response route is answered at
+// once, otherwise the route picks a service, the service's Upstream picks an
+// endpoint for this request alone (so one keep-alive or HTTP/2 connection is
+// spread over all endpoints), and httputil.ReverseProxy forwards it over one
+// pooled http.Transport per listener (HTTP/1.1 upstream, connections pooled
+// per endpoint address). A dial failure is retried on another endpoint; no
+// other failure is. Done is called exactly once per pick: at once for a
+// failed attempt, else when the response body has been copied (EOF), failed,
+// or was abandoned. Bodies stream both ways, never buffered whole. Errors
+// the proxy makes itself carry the X-Outrigger-Error header.
 //
 // Concurrency: Server.Serve runs one accept goroutine per listener and two
 // goroutines per connection (one per direction; the connection's own

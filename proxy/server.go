@@ -24,12 +24,25 @@ type ServerConfig struct {
 	DrainTimeout time.Duration
 }
 
+// Listener is a listener a Server can own: a *TCPListener or an
+// *HTTPListener. It is implemented only by this package's listeners; a
+// listener belongs to exactly one Server.
+type Listener interface {
+	// Name returns the listener's configured name.
+	Name() string
+
+	listenAddr() string
+	validate() error
+	setListener(ln *net.TCPListener) // nil after a failed Listen
+	listener() *net.TCPListener
+}
+
 // Server owns a set of listeners and every connection they accept.
 type Server struct {
 	// set at construction
 	drain     time.Duration
 	log       *slog.Logger
-	listeners []*TCPListener
+	listeners []Listener
 
 	// set by Listen
 	listened atomic.Bool
@@ -47,14 +60,22 @@ type Server struct {
 }
 
 // NewServer returns a server for listeners; it binds nothing until Listen.
-func NewServer(cfg ServerConfig, opts Options, listeners ...*TCPListener) *Server {
+//
+// It is generic only so that both a []*TCPListener and a []Listener (TCP and
+// HTTP listeners mixed) can be passed with `listeners...`; L is inferred.
+// With no listener at all, name the type: NewServer[Listener](cfg, opts).
+func NewServer[L Listener](cfg ServerConfig, opts Options, listeners ...L) *Server {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	ls := make([]Listener, len(listeners))
+	for i, l := range listeners {
+		ls[i] = l
 	}
 	return &Server{
 		drain:     cfg.DrainTimeout,
 		log:       opts.logger(),
-		listeners: listeners,
+		listeners: ls,
 		addrs:     map[string]net.Addr{},
 		conns:     map[*conn]struct{}{},
 	}
@@ -72,13 +93,13 @@ func (s *Server) Listen() error {
 	var errs []error
 	names := map[string]bool{}
 	for _, l := range s.listeners {
-		if err := l.raw.Validate(); err != nil {
+		if err := l.validate(); err != nil {
 			errs = append(errs, err)
 		}
-		if names[l.cfg.Name] {
-			errs = append(errs, fmt.Errorf("listener %q: name used twice", l.cfg.Name))
+		if names[l.Name()] {
+			errs = append(errs, fmt.Errorf("listener %q: name used twice", l.Name()))
 		}
-		names[l.cfg.Name] = true
+		names[l.Name()] = true
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.listened.Store(false)
@@ -86,18 +107,18 @@ func (s *Server) Listen() error {
 	}
 	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
 	for i, l := range s.listeners {
-		ln, err := lc.Listen(context.Background(), "tcp", l.cfg.Listen)
+		ln, err := lc.Listen(context.Background(), "tcp", l.listenAddr())
 		if err != nil {
 			for _, bound := range s.listeners[:i] {
-				bound.ln.Close()
-				bound.ln = nil
+				bound.listener().Close()
+				bound.setListener(nil)
 			}
 			clear(s.addrs)
 			s.listened.Store(false)
-			return fmt.Errorf("listener %q: %w", l.cfg.Name, err)
+			return fmt.Errorf("listener %q: %w", l.Name(), err)
 		}
-		l.ln = ln.(*net.TCPListener)
-		s.addrs[l.cfg.Name] = ln.Addr()
+		l.setListener(ln.(*net.TCPListener))
+		s.addrs[l.Name()] = ln.Addr()
 	}
 	s.bound.Store(true)
 	return nil
@@ -117,8 +138,17 @@ func (s *Server) Addrs() map[string]net.Addr {
 	return m
 }
 
-// ActiveConns returns the number of accepted connections not yet closed.
-func (s *Server) ActiveConns() int64 { return s.active.Load() }
+// ActiveConns returns the number of accepted connections not yet closed
+// (an upgraded HTTP connection is no longer counted).
+func (s *Server) ActiveConns() int64 {
+	n := s.active.Load()
+	for _, l := range s.listeners {
+		if h, ok := l.(*HTTPListener); ok {
+			n += h.conns.Load()
+		}
+	}
+	return n
+}
 
 // Serve accepts on every listener until ctx ends, then drains: the
 // listeners close at once, open connections run until they finish or
@@ -139,45 +169,63 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	stop := make(chan struct{})
 	var accepting sync.WaitGroup
+	var tcps []*TCPListener
+	var https []*HTTPListener
 	for _, l := range s.listeners {
-		accepting.Add(1)
-		go func() {
-			defer accepting.Done()
-			s.accept(dialCtx, l, stop)
-		}()
+		switch l := l.(type) {
+		case *TCPListener:
+			tcps = append(tcps, l)
+			accepting.Go(func() { s.accept(dialCtx, l, stop) })
+		case *HTTPListener:
+			https = append(https, l)
+			accepting.Go(l.serve)
+		}
 	}
 
 	<-ctx.Done()
 	s.bound.Store(false)
 	close(stop)
-	for _, l := range s.listeners {
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), s.drain)
+	defer cancelDrain()
+	for _, l := range tcps {
 		l.ln.Close()
 	}
+	// HTTP listeners close their sockets and idle connections in shutdown,
+	// and finish busy ones after their current response.
+	var draining sync.WaitGroup
+	for _, l := range https {
+		draining.Go(func() { l.shutdown(drainCtx) })
+	}
 	accepting.Wait() // no s.wg.Add after this
-	s.log.Info("draining connections", "active", s.active.Load(), "timeout", s.drain.String())
+	s.log.Info("draining connections", "active", s.ActiveConns(), "timeout", s.drain.String())
 
 	finished := make(chan struct{})
 	go func() {
 		s.wg.Wait()
+		draining.Wait()
 		close(finished)
 	}()
-	t := time.NewTimer(s.drain)
-	defer t.Stop()
 	select {
 	case <-finished:
-		return nil
-	case <-t.C:
+	case <-drainCtx.Done():
+		s.mu.Lock()
+		s.forced = true
+		n := len(s.conns)
+		for c := range s.conns {
+			c.shutdown(closedDrain, nil)
+		}
+		s.mu.Unlock()
+		for _, l := range https {
+			n += int(l.conns.Load())
+			l.forceClose()
+		}
+		cancelDials()
+		s.log.Warn("drain timeout: closed open connections", "closed", n)
+		<-finished
 	}
-	s.mu.Lock()
-	s.forced = true
-	n := len(s.conns)
-	for c := range s.conns {
-		c.shutdown(closedDrain, nil)
+	for _, l := range https {
+		l.finish()
 	}
-	s.mu.Unlock()
-	cancelDials()
-	s.log.Warn("drain timeout: closed open connections", "closed", n)
-	<-finished
 	return nil
 }
 

@@ -207,7 +207,7 @@ func TestDefaults(t *testing.T) {
 	if l.cfg.ConnectTimeout != 5*time.Second || l.cfg.IdleTimeout != time.Hour || l.cfg.ConnectAttempts != 3 {
 		t.Errorf("defaults: %+v", l.cfg)
 	}
-	if s := NewServer(ServerConfig{}, Options{}); s.drain != 20*time.Second {
+	if s := NewServer[Listener](ServerConfig{}, Options{}); s.drain != 20*time.Second {
 		t.Errorf("drain default %v", s.drain)
 	}
 }

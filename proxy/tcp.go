@@ -103,15 +103,8 @@ func (c TCPConfig) Validate() error {
 	if c.Name == "" {
 		errs = append(errs, errors.New("listener has no name"))
 	}
-	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
-	} else {
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			errs = append(errs, fmt.Errorf("listen %q: port %q is not a number in 0..65535", c.Listen, port))
-		}
-		if _, err := netip.ParseAddr(host); err != nil && host != "" && host != "localhost" {
-			errs = append(errs, fmt.Errorf("listen %q: host %q is not an IP address", c.Listen, host))
-		}
+	if err := validateListen(c.Listen); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ConnectTimeout < 0 {
 		errs = append(errs, fmt.Errorf("connect timeout %v is negative", c.ConnectTimeout))
@@ -127,6 +120,22 @@ func (c TCPConfig) Validate() error {
 		return fmt.Errorf("listener %q: %w", c.Name, err)
 	}
 	return nil
+}
+
+// validateListen checks a listener's host:port.
+func validateListen(listen string) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %w", listen, err)
+	}
+	var errs []error
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: port %q is not a number in 0..65535", listen, port))
+	}
+	if _, err := netip.ParseAddr(host); err != nil && host != "" && host != "localhost" {
+		errs = append(errs, fmt.Errorf("listen %q: host %q is not an IP address", listen, host))
+	}
+	return errors.Join(errs...)
 }
 
 // Options are a listener's or server's dependencies.
@@ -182,6 +191,11 @@ func NewTCPListener(cfg TCPConfig, up Upstream, opts Options) *TCPListener {
 
 // Name returns the listener's configured name.
 func (l *TCPListener) Name() string { return l.cfg.Name }
+
+func (l *TCPListener) listenAddr() string              { return l.cfg.Listen }
+func (l *TCPListener) validate() error                 { return l.raw.Validate() }
+func (l *TCPListener) setListener(ln *net.TCPListener) { l.ln = ln }
+func (l *TCPListener) listener() *net.TCPListener      { return l.ln }
 
 // logEvery is the least time between two warnings of one kind from one
 // listener; the next warning says how many were suppressed.

@@ -1,0 +1,517 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/route"
+)
+
+// Defaults for HTTPConfig's zero fields.
+const (
+	DefaultResponseTimeout = 15 * time.Second
+	DefaultHeaderTimeout   = 10 * time.Second
+	DefaultHTTPIdleTimeout = 60 * time.Second
+	DefaultMaxHeaderBytes  = 64 << 10
+	// upstreamIdlePerEndpoint is how many idle keep-alive connections the
+	// listener keeps to one endpoint: enough for the concurrency one
+	// sidecar sees, so a burst does not end in a storm of new dials.
+	upstreamIdlePerEndpoint = 256
+	// upstreamIdleTimeout closes pooled upstream connections nobody used
+	// for this long; shorter than the usual server keep-alive timeouts
+	// (nginx 75s, Go 0 = ReadTimeout, Node 5s is shorter and is why a
+	// reused connection that fails before sending is retried by
+	// http.Transport itself).
+	upstreamIdleTimeout = 60 * time.Second
+	// expectContinueWait is how long a request with "Expect: 100-continue"
+	// waits for the endpoint's 100 before its body is sent anyway.
+	expectContinueWait = time.Second
+)
+
+// HTTPConfig is one L7 HTTP listener: HTTP/1.1 and cleartext HTTP/2 with
+// prior knowledge (h2c) on the same port.
+type HTTPConfig struct {
+	// Name identifies the listener in logs, errors and Server.Addrs.
+	Name string
+	// Listen is the host:port to bind; port 0 picks a free port.
+	Listen string
+	// ConnectTimeout bounds one dial to an endpoint; 0 means
+	// DefaultConnectTimeout (5s).
+	ConnectTimeout time.Duration
+	// ConnectAttempts is how many endpoints a request tries when dialing
+	// fails (safe: nothing was sent); 0 means DefaultConnectAttempts (3), at
+	// most MaxConnectAttempts.
+	ConnectAttempts int
+	// ResponseTimeout bounds the wait for the endpoint's response headers
+	// after the request was written; on expiry the client gets 504. 0 means
+	// DefaultResponseTimeout (15s). Bodies have no deadline: streams may be
+	// long-lived.
+	ResponseTimeout time.Duration
+	// HeaderTimeout bounds reading a client request's headers; 0 means
+	// DefaultHeaderTimeout (10s).
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a client keep-alive connection with no request
+	// for this long; 0 means DefaultHTTPIdleTimeout (60s).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's header section; bigger gets 431.
+	// 0 means DefaultMaxHeaderBytes (64 KiB). net/http allows 4 KiB of
+	// slack on HTTP/1.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request body; bigger gets 413 (at once when
+	// Content-Length says so, else when the limit is crossed, if no response
+	// has started). 0 means unlimited.
+	MaxBodyBytes int64
+	// TrustedProxies are the peers whose X-Forwarded-For, -Proto and -Host
+	// are kept (the client address is appended to X-Forwarded-For); from
+	// any other peer they are replaced.
+	TrustedProxies []netip.Prefix
+}
+
+func (c HTTPConfig) withDefaults() HTTPConfig {
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.ConnectAttempts == 0 {
+		c.ConnectAttempts = DefaultConnectAttempts
+	}
+	if c.ResponseTimeout == 0 {
+		c.ResponseTimeout = DefaultResponseTimeout
+	}
+	if c.HeaderTimeout == 0 {
+		c.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultHTTPIdleTimeout
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	return c
+}
+
+// Validate reports every problem with c, joined; zero fields are valid and
+// mean their defaults.
+func (c HTTPConfig) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("listener has no name"))
+	}
+	if err := validateListen(c.Listen); err != nil {
+		errs = append(errs, err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"connect timeout", c.ConnectTimeout},
+		{"response timeout", c.ResponseTimeout},
+		{"header timeout", c.HeaderTimeout},
+		{"idle timeout", c.IdleTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
+		}
+	}
+	if c.ConnectAttempts < 0 || c.ConnectAttempts > MaxConnectAttempts {
+		errs = append(errs, fmt.Errorf("connect attempts %d out of range 1..%d (0 means %d)",
+			c.ConnectAttempts, MaxConnectAttempts, DefaultConnectAttempts))
+	}
+	if c.MaxHeaderBytes < 0 {
+		errs = append(errs, fmt.Errorf("max header bytes %d is negative", c.MaxHeaderBytes))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("max body bytes %d is negative", c.MaxBodyBytes))
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("trusted proxy prefix %v is invalid", p))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("listener %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+// Upstreams maps a route backend's service key (name.namespace) to its
+// Upstream; *balancer.Balancer satisfies Upstream. It is built once before
+// the listener starts and only read afterwards, from every request's
+// goroutine. A service a route names but Upstreams lacks answers 503.
+type Upstreams map[string]Upstream
+
+// HTTPListener is one L7 listener: its config, routes and upstreams, and
+// once a Server bound it, its socket. Create it with NewHTTPListener and hand
+// it to exactly one Server.
+//
+// Each request is routed with routes.Match and, unless the route answers
+// itself (redirect, fixed response), balanced on its own: Pick runs per
+// request, so one keep-alive or HTTP/2 client connection spreads over all
+// endpoints. Upstream connections are pooled per endpoint and reused.
+type HTTPListener struct {
+	// set at construction
+	cfg       HTTPConfig // with defaults
+	raw       HTTPConfig // as given, for Validate
+	routes    *route.Table
+	ups       Upstreams
+	log       *slog.Logger
+	hs        *http.Server
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+	baseCtx   context.Context // parent of every request's context
+	cancel    context.CancelFunc
+
+	// set by Server.Listen before Serve starts
+	ln *net.TCPListener
+
+	// client connections (StateNew until StateClosed or StateHijacked) and
+	// running handlers; Serve waits for both to reach zero
+	active activity
+	conns  atomic.Int64
+
+	// rate limits for warnings
+	noEndpointsLog, connectLog, serveLog logLimiter
+}
+
+// NewHTTPListener returns a listener for cfg that routes with routes (nil:
+// every request gets 404) and forwards to ups. It does not bind;
+// Server.Listen validates cfg and binds.
+func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Options) *HTTPListener {
+	d := cfg.withDefaults()
+	l := &HTTPListener{
+		cfg:    d,
+		raw:    cfg,
+		routes: routes,
+		ups:    ups,
+		log:    opts.logger().With("listener", cfg.Name),
+	}
+	l.baseCtx, l.cancel = context.WithCancel(context.Background())
+	dialer := &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}
+	l.transport = &http.Transport{
+		Proxy: nil, // never HTTP_PROXY from the environment
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &DialError{Addr: addr, Err: err}
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost:   upstreamIdlePerEndpoint,
+		IdleConnTimeout:       upstreamIdleTimeout,
+		ResponseHeaderTimeout: d.ResponseTimeout,
+		ExpectContinueTimeout: expectContinueWait,
+		// The proxy must not add Accept-Encoding and decompress: the
+		// client gets the endpoint's bytes as they are.
+		DisableCompression: true,
+		// HTTP/1.1 only to endpoints in this version.
+		Protocols: new(http.Protocols),
+		// Response headers are bounded like request headers.
+		MaxResponseHeaderBytes: int64(d.MaxHeaderBytes),
+	}
+	l.transport.Protocols.SetHTTP1(true)
+	l.rp = &httputil.ReverseProxy{
+		Rewrite:        l.rewrite,
+		Transport:      &upstreamTransport{l: l},
+		ModifyResponse: l.modifyResponse,
+		ErrorHandler:   l.proxyError,
+		// FlushInterval 0: ReverseProxy flushes after every write for
+		// text/event-stream and for responses without Content-Length, and
+		// lets the ResponseWriter buffer the rest.
+		ErrorLog: slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	l.hs = &http.Server{
+		Handler:           http.HandlerFunc(l.serveHTTP),
+		Protocols:         &protos,
+		ReadHeaderTimeout: d.HeaderTimeout,
+		IdleTimeout:       d.IdleTimeout,
+		MaxHeaderBytes:    d.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return l.baseCtx },
+		ConnContext:       connContext,
+		ConnState:         l.connState,
+	}
+	return l
+}
+
+// Name returns the listener's configured name.
+func (l *HTTPListener) Name() string { return l.cfg.Name }
+
+func (l *HTTPListener) listenAddr() string              { return l.cfg.Listen }
+func (l *HTTPListener) validate() error                 { return l.raw.Validate() }
+func (l *HTTPListener) setListener(ln *net.TCPListener) { l.ln = ln }
+func (l *HTTPListener) listener() *net.TCPListener      { return l.ln }
+
+// serve answers on the bound socket until shutdown or forceClose.
+func (l *HTTPListener) serve() {
+	err := l.hs.Serve(guardListener{l.ln})
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		l.log.Error("http listener stopped", "err", err)
+	}
+}
+
+// shutdown starts the graceful part of the drain: the socket closes, idle
+// keep-alive connections close, HTTP/2 connections get GOAWAY, and busy
+// HTTP/1 connections close after their current response. It returns when
+// every connection and handler is gone or ctx ends.
+func (l *HTTPListener) shutdown(ctx context.Context) {
+	if err := l.hs.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		l.log.Debug("shutdown", "err", err)
+	}
+	l.active.wait(ctx.Done())
+}
+
+// forceClose ends what the drain deadline left: every request's context is
+// canceled (aborting its upstream exchange, upgraded tunnels included) and
+// every client connection is closed.
+func (l *HTTPListener) forceClose() {
+	l.cancel()
+	l.hs.Close()
+}
+
+// finish waits for every connection and handler to end, then closes the
+// pooled upstream connections.
+func (l *HTTPListener) finish() {
+	l.active.wait(nil)
+	l.cancel()
+	l.transport.CloseIdleConnections()
+}
+
+func (l *HTTPListener) connState(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		l.conns.Add(1)
+		l.active.add()
+	case http.StateClosed, http.StateHijacked:
+		// Terminal states; a hijacked connection lives on in its handler,
+		// which active still counts.
+		l.conns.Add(-1)
+		l.active.done()
+	}
+}
+
+// activity counts things that must end before Serve returns. Unlike a
+// sync.WaitGroup it may go from zero back up while someone waits (an
+// HTTP/2 stream's handler goroutine can start after its connection
+// closed).
+type activity struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed and reset when n drops to 0; nil if nobody waits
+}
+
+func (a *activity) add() {
+	a.mu.Lock()
+	a.n++
+	a.mu.Unlock()
+}
+
+func (a *activity) done() {
+	a.mu.Lock()
+	a.n--
+	if a.n == 0 && a.zero != nil {
+		close(a.zero)
+		a.zero = nil
+	}
+	a.mu.Unlock()
+}
+
+// wait returns when the count is zero or stop is closed (nil: never).
+func (a *activity) wait(stop <-chan struct{}) {
+	for {
+		a.mu.Lock()
+		if a.n == 0 {
+			a.mu.Unlock()
+			return
+		}
+		if a.zero == nil {
+			a.zero = make(chan struct{})
+		}
+		z := a.zero
+		a.mu.Unlock()
+		select {
+		case <-z:
+		case <-stop:
+			return
+		}
+	}
+}
+
+// Error causes, sent in the X-Outrigger-Error header of every response the
+// proxy makes itself, so that a client (and its operator) can tell them from
+// the application's own errors.
+const (
+	causeNoRoute         = "no_route"          // 404
+	causeNoEndpoints     = "no_endpoints"      // 503
+	causeConnectFailure  = "connect_failure"   // 502
+	causeUpstreamTimeout = "upstream_timeout"  // 504
+	causeUpstreamReset   = "upstream_reset"    // 502
+	causeBodyTooLarge    = "body_too_large"    // 413
+	causeHeadersTooLarge = "headers_too_large" // 431 (see doc.go)
+	causeBadRequest      = "bad_request"       // 400
+)
+
+// ErrorHeader is the response header naming the cause of an error response
+// the proxy made itself (no_route, no_endpoints, connect_failure,
+// upstream_timeout, upstream_reset, body_too_large, bad_request).
+const ErrorHeader = "X-Outrigger-Error"
+
+// writeError answers with a short text/plain error the proxy made itself.
+// With closeConn the HTTP/1 connection closes after the response: its
+// framing can no longer be trusted, or an unread body would have to be
+// drained.
+func writeError(w http.ResponseWriter, status int, cause, msg string, closeConn bool) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set(ErrorHeader, cause)
+	h.Del("Content-Length")
+	if closeConn {
+		h.Set("Connection", "close")
+	}
+	w.WriteHeader(status)
+	io.WriteString(w, msg+"\n")
+}
+
+// serveHTTP is every request's entry: strictness checks, route, then
+// answer directly or forward.
+func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	l.active.add()
+	defer l.active.done()
+
+	if r.ProtoMajor == 1 {
+		if msg := checkFraming(r); msg != "" {
+			writeError(w, http.StatusBadRequest, causeBadRequest, msg, true)
+			return
+		}
+	}
+	if max := l.cfg.MaxBodyBytes; max > 0 && r.ContentLength > max {
+		writeError(w, http.StatusRequestEntityTooLarge, causeBodyTooLarge,
+			"request body larger than "+strconv.FormatInt(max, 10)+" bytes", true)
+		return
+	}
+	var rt *route.Route
+	if l.routes != nil {
+		rt = l.routes.Match(r.Host, r.URL.Path, r.Method, r.Header, r.URL.RawQuery)
+	}
+	if rt == nil {
+		writeError(w, http.StatusNotFound, causeNoRoute, "no route", false)
+		return
+	}
+	switch rc := &rt.Config; {
+	case rc.Redirect != nil:
+		redirect(w, r, rc)
+		return
+	case rc.Fixed != nil:
+		fixed(w, r, rc)
+		return
+	}
+	svc := rt.PickBackend()
+	up := l.ups[svc]
+	if up == nil {
+		if ok, n := l.noEndpointsLog.allow(); ok {
+			l.log.Warn("route names a service with no upstream", "route", rt.Name, "service", svc, "suppressed", n)
+		}
+		writeError(w, http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
+		return
+	}
+	if l.cfg.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, l.cfg.MaxBodyBytes)
+	}
+	x := &exchange{route: rt, service: svc, up: up}
+	l.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+}
+
+// redirect answers with the route's redirect; empty fields keep the
+// request's values, and the query is kept.
+func redirect(w http.ResponseWriter, r *http.Request, rc *route.RouteConfig) {
+	rd := rc.Redirect
+	scheme := rd.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	host, port := r.Host, ""
+	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+		host, port = h, p
+	}
+	if rd.Host != "" {
+		host = rd.Host
+	}
+	if rd.Port != 0 {
+		port = strconv.Itoa(rd.Port)
+	}
+	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
+		port = ""
+	}
+	hostport := host
+	if port != "" {
+		hostport = net.JoinHostPort(host, port)
+	} else if isIPv6(host) { // "::1" whose default port was dropped
+		hostport = "[" + host + "]"
+	}
+	path := r.URL.EscapedPath()
+	if rd.Path != "" {
+		path = rd.Path
+	}
+	loc := scheme + "://" + hostport + path
+	if r.URL.RawQuery != "" {
+		loc += "?" + r.URL.RawQuery
+	}
+	code := rd.Code
+	if code == 0 {
+		code = http.StatusFound
+	}
+	applyHeaderOps(w.Header(), rc.ResponseHeaders)
+	w.Header().Set("Location", loc)
+	w.WriteHeader(code)
+}
+
+func isIPv6(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is6()
+}
+
+// fixed answers with the route's fixed response.
+func fixed(w http.ResponseWriter, r *http.Request, rc *route.RouteConfig) {
+	fx := rc.Fixed
+	h := w.Header()
+	applyHeaderOps(h, rc.ResponseHeaders)
+	if fx.Body != "" {
+		ct := fx.ContentType
+		if ct == "" {
+			ct = "text/plain; charset=utf-8"
+		}
+		h.Set("Content-Type", ct)
+		h.Set("Content-Length", strconv.Itoa(len(fx.Body)))
+	}
+	w.WriteHeader(fx.Status)
+	if r.Method != http.MethodHead {
+		io.WriteString(w, fx.Body)
+	}
+}
+
+// applyHeaderOps edits h in the route package's order: Remove, Set, Add.
+// Names are canonical already (route.New).
+func applyHeaderOps(h http.Header, ops route.HeaderOps) {
+	for _, name := range ops.Remove {
+		delete(h, name)
+	}
+	for _, kv := range ops.Set {
+		h[kv[0]] = []string{kv[1]}
+	}
+	for _, kv := range ops.Add {
+		h[kv[0]] = append(h[kv[0]], kv[1])
+	}
+}
