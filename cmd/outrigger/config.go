@@ -18,6 +18,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/discovery"
+	"github.com/outrigger-mesh/outrigger/proxy/route"
 )
 
 // Config is the whole of outrigger.yaml. It is the only place with yaml and
@@ -51,6 +52,12 @@ type AdminConfig struct {
 
 // DrainConfig says how shutdown lets connections finish.
 type DrainConfig struct {
+	// Delay is how long /ready answers 503 before the listeners close, so
+	// load balancers and kubelet see the drain before connections are
+	// refused.
+	Delay Duration `yaml:"delay" json:"delay"`
+	// Timeout is how long open connections may run after the listeners
+	// close.
 	Timeout Duration `yaml:"timeout" json:"timeout"`
 }
 
@@ -67,16 +74,26 @@ type FileDiscovery struct {
 }
 
 // OutboundConfig is an explicit listener the application dials to reach an
-// upstream service.
+// upstream service. With protocol tcp it is bound to Service; with protocol
+// http each request is routed by Routes (Service alone means one catch-all
+// route to it).
 type OutboundConfig struct {
 	Name            string   `yaml:"name" json:"name"`
 	Listen          string   `yaml:"listen" json:"listen"`
-	Service         string   `yaml:"service" json:"service"`
+	Service         string   `yaml:"service" json:"service,omitempty"`
 	Protocol        string   `yaml:"protocol" json:"protocol"`
 	Balancer        string   `yaml:"balancer" json:"balancer"`
 	ConnectTimeout  Duration `yaml:"connect_timeout" json:"connect_timeout"`
 	IdleTimeout     Duration `yaml:"idle_timeout" json:"idle_timeout"`
 	ConnectAttempts int      `yaml:"connect_attempts" json:"connect_attempts"`
+
+	// HTTP only.
+	Routes          []RouteConfig `yaml:"routes" json:"routes,omitempty"`
+	ResponseTimeout Duration      `yaml:"response_timeout" json:"response_timeout,omitempty"`
+	HeaderTimeout   Duration      `yaml:"header_timeout" json:"header_timeout,omitempty"`
+	MaxHeaderBytes  int           `yaml:"max_header_bytes" json:"max_header_bytes,omitempty"`
+	MaxBodyBytes    int64         `yaml:"max_body_bytes" json:"max_body_bytes,omitempty"`
+	TrustedProxies  []string      `yaml:"trusted_proxies" json:"trusted_proxies,omitempty"`
 }
 
 // InboundConfig is a listener in front of the local application.
@@ -99,32 +116,41 @@ const (
 	defaultIdleTimeout     = time.Hour
 	defaultConnectAttempts = 3
 	maxConnectAttempts     = 5
+
+	defaultResponseTimeout = 15 * time.Second
+	defaultHeaderTimeout   = 10 * time.Second
+	defaultHTTPIdleTimeout = 60 * time.Second
+	defaultMaxHeaderBytes  = 64 << 10
 )
 
 // Duration is a time.Duration written as "5s", "250ms" or "1h30m".
-type Duration time.Duration
+//
+// A value that does not parse is kept as text and reported by validation at
+// its field path: go-yaml returns unmarshaler errors without a position.
+type Duration struct {
+	d       time.Duration
+	invalid string
+}
+
+// Dur makes a Duration.
+func Dur(d time.Duration) Duration { return Duration{d: d} }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return &valueError{value: string(b), msg: fmt.Sprintf("invalid duration %q: write it like 500ms, 5s or 1m", b)}
+		*d = Duration{invalid: string(b)}
+		return nil
 	}
-	*d = Duration(v)
+	*d = Duration{d: v}
 	return nil
 }
 
 // MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.d.String()), nil }
 
 // D returns the value as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// valueError is a decoding error of one scalar that go-yaml returns without
-// its position; positioned finds the scalar again by its text.
-type valueError struct{ value, msg string }
-
-func (e *valueError) Error() string { return e.msg }
+func (d Duration) D() time.Duration { return d.d }
 
 // LoadConfig reads, decodes strictly, defaults and validates the file at
 // path. Every problem is reported, each as "path:line: field: what".
@@ -142,30 +168,56 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if err != nil {
 		return nil, positioned(path, nil, err)
 	}
+	if len(file.Docs) > 1 {
+		line := 1
+		if d := file.Docs[1]; d.Start != nil {
+			line = d.Start.Position.Line
+		} else if tk := d.GetToken(); tk != nil {
+			line = tk.Position.Line
+		}
+		return nil, fmt.Errorf("%s:%d: the file holds %d YAML documents; outrigger reads one (remove the --- separator)", path, line, len(file.Docs))
+	}
+	// go-yaml v1.19 can panic decoding tagged nodes into slices; tags have
+	// no use in this file, so refuse them with their position instead.
+	if field, line, tag := findTag(file); tag != "" {
+		if field == "" {
+			return nil, fmt.Errorf("%s:%d: YAML tag %s is not supported; remove it", path, line, tag)
+		}
+		return nil, fmt.Errorf("%s:%d: %s: YAML tag %s is not supported; remove it", path, line, field, tag)
+	}
 	var cfg Config
-	if err := yaml.UnmarshalWithOptions(data, &cfg, yaml.DisallowUnknownField()); err != nil {
+	if err := decodeStrict(data, &cfg); err != nil {
 		return nil, positioned(path, file, err)
 	}
 	cfg.path = path
 	cfg.setDefaults()
 	if errs := cfg.validate(); len(errs) > 0 {
+		for i := range errs {
+			errs[i].line = lineOf(file, errs[i].path)
+		}
+		slices.SortStableFunc(errs, func(a, b fieldError) int { return a.line - b.line })
 		out := make([]error, 0, len(errs))
 		for _, fe := range errs {
-			out = append(out, fmt.Errorf("%s:%d: %s: %s", path, lineOf(file, fe.path), fe.path, fe.msg))
+			out = append(out, fmt.Errorf("%s:%d: %s: %s", path, fe.line, fe.path, fe.msg))
 		}
 		return nil, errors.Join(out...)
 	}
 	return &cfg, nil
 }
 
+// decodeStrict decodes with unknown fields as errors, and turns a panic in
+// the YAML library into an error: bad input must never crash the process.
+func decodeStrict(data []byte, cfg *Config) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the YAML decoder failed on this file (%v); check its structure against docs/configuration.md", r)
+		}
+	}()
+	return yaml.UnmarshalWithOptions(data, cfg, yaml.DisallowUnknownField())
+}
+
 // positioned turns a go-yaml error into "path:line: field: message".
 func positioned(path string, file *ast.File, err error) error {
-	var verr *valueError
-	if errors.As(err, &verr) {
-		if field, line := findValue(file, verr.value); field != "" {
-			return fmt.Errorf("%s:%d: %s: %s", path, line, field, verr.msg)
-		}
-	}
 	var yerr yaml.Error
 	if !errors.As(err, &yerr) || yerr.GetToken() == nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -194,22 +246,27 @@ func (c *Config) setDefaults() {
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = defaultAdminListen
 	}
-	if c.Drain.Timeout == 0 {
-		c.Drain.Timeout = Duration(defaultDrainTimeout)
-	}
+	c.Drain.Timeout = cmpOr(c.Drain.Timeout, Dur(defaultDrainTimeout))
 	for i := range c.Outbound {
 		o := &c.Outbound[i]
 		o.Protocol = cmpOr(o.Protocol, defaultProtocol)
 		o.Balancer = cmpOr(o.Balancer, defaultBalancer)
-		o.ConnectTimeout = cmpOr(o.ConnectTimeout, Duration(defaultConnectTimeout))
-		o.IdleTimeout = cmpOr(o.IdleTimeout, Duration(defaultIdleTimeout))
+		o.ConnectTimeout = cmpOr(o.ConnectTimeout, Dur(defaultConnectTimeout))
 		o.ConnectAttempts = cmpOr(o.ConnectAttempts, defaultConnectAttempts)
+		if o.Protocol == "http" {
+			o.IdleTimeout = cmpOr(o.IdleTimeout, Dur(defaultHTTPIdleTimeout))
+			o.ResponseTimeout = cmpOr(o.ResponseTimeout, Dur(defaultResponseTimeout))
+			o.HeaderTimeout = cmpOr(o.HeaderTimeout, Dur(defaultHeaderTimeout))
+			o.MaxHeaderBytes = cmpOr(o.MaxHeaderBytes, defaultMaxHeaderBytes)
+		} else {
+			o.IdleTimeout = cmpOr(o.IdleTimeout, Dur(defaultIdleTimeout))
+		}
 	}
 	for i := range c.Inbound {
 		in := &c.Inbound[i]
 		in.Protocol = cmpOr(in.Protocol, defaultProtocol)
-		in.ConnectTimeout = cmpOr(in.ConnectTimeout, Duration(defaultConnectTimeout))
-		in.IdleTimeout = cmpOr(in.IdleTimeout, Duration(defaultIdleTimeout))
+		in.ConnectTimeout = cmpOr(in.ConnectTimeout, Dur(defaultConnectTimeout))
+		in.IdleTimeout = cmpOr(in.IdleTimeout, Dur(defaultIdleTimeout))
 	}
 }
 
@@ -226,12 +283,13 @@ func cmpOr[T comparable](v, def T) T {
 type fieldError struct {
 	path string
 	msg  string
+	line int
 }
 
 func (c *Config) validate() []fieldError {
 	var errs []fieldError
 	add := func(path, format string, args ...any) {
-		errs = append(errs, fieldError{path, fmt.Sprintf(format, args...)})
+		errs = append(errs, fieldError{path: path, msg: fmt.Sprintf(format, args...)})
 	}
 	if c.Node.Namespace != "" && !isLabel(c.Node.Namespace) {
 		add("node.namespace", "%q is not a DNS label (lower-case letters, digits and '-')", c.Node.Namespace)
@@ -239,9 +297,16 @@ func (c *Config) validate() []fieldError {
 	if err := checkHostPort(c.Admin.Listen); err != nil {
 		add("admin.listen", "%v", err)
 	}
-	if c.Drain.Timeout < 0 {
-		add("drain.timeout", "must not be negative")
+	checkDur := func(path string, d Duration) {
+		switch {
+		case d.invalid != "":
+			add(path, "invalid duration %q: write it like 500ms, 5s or 1m", d.invalid)
+		case d.d < 0:
+			add(path, "must not be negative")
+		}
 	}
+	checkDur("drain.timeout", c.Drain.Timeout)
+	checkDur("drain.delay", c.Drain.Delay)
 
 	if len(c.Discovery) == 0 && len(c.Outbound) > 0 {
 		add("discovery", "outbound listeners need at least one discovery source; add one like {name: local, file: {path: services.yaml}}")
@@ -289,22 +354,59 @@ func (c *Config) validate() []fieldError {
 		}
 	}
 	checkTimeouts := func(p string, connect, idle Duration) {
-		if connect < 0 {
-			add(p+".connect_timeout", "must not be negative")
-		}
-		if idle < 0 {
-			add(p+".idle_timeout", "must not be negative")
-		}
+		checkDur(p+".connect_timeout", connect)
+		checkDur(p+".idle_timeout", idle)
 	}
 	for i, o := range c.Outbound {
 		p := fmt.Sprintf("outbound[%d]", i)
 		checkListener(p, o.Name, o.Listen)
-		if o.Service == "" {
+		switch {
+		case o.Service != "":
+			if err := discovery.ValidateService(o.Service); err != nil {
+				add(p+".service", "%v", err)
+			}
+		case o.Protocol != "http":
 			add(p+".service", "required: the upstream service key, like orders.shop")
-		} else if err := discovery.ValidateService(o.Service); err != nil {
-			add(p+".service", "%v", err)
+		case len(o.Routes) == 0:
+			add(p+".routes", "required: an http listener needs routes, or a service for all requests")
 		}
-		checkProtocol(add, p, o.Protocol)
+		checkProtocol(add, p, o.Protocol, true)
+		if o.Protocol == "http" {
+			if o.Service != "" && len(o.Routes) > 0 {
+				add(p+".service", "set either service (one catch-all route) or routes, not both")
+			}
+			if _, err := o.routeConfig(); err != nil {
+				var fe *route.FieldError
+				for _, e := range unjoin(err) {
+					if errors.As(e, &fe) {
+						add(p+"."+fe.Field, "%s", fe.Msg)
+					} else {
+						add(p+".routes", "%v", e)
+					}
+				}
+			}
+			checkDur(p+".response_timeout", o.ResponseTimeout)
+			checkDur(p+".header_timeout", o.HeaderTimeout)
+			if o.MaxHeaderBytes < 0 {
+				add(p+".max_header_bytes", "must not be negative")
+			}
+			if o.MaxBodyBytes < 0 {
+				add(p+".max_body_bytes", "must not be negative (0 means no limit)")
+			}
+			for j, tp := range o.TrustedProxies {
+				if _, err := parsePrefix(tp); err != nil {
+					add(fmt.Sprintf("%s.trusted_proxies[%d]", p, j), "%q is not an IP address or CIDR prefix, like 10.0.0.0/8", tp)
+				}
+			}
+		} else {
+			for field, set := range map[string]bool{"routes": len(o.Routes) > 0, "response_timeout": o.ResponseTimeout != (Duration{}),
+				"header_timeout": o.HeaderTimeout != (Duration{}), "max_header_bytes": o.MaxHeaderBytes != 0,
+				"max_body_bytes": o.MaxBodyBytes != 0, "trusted_proxies": len(o.TrustedProxies) > 0} {
+				if set {
+					add(p+"."+field, "applies only to protocol: http")
+				}
+			}
+		}
 		if !slices.Contains(balancerNames, o.Balancer) {
 			add(p+".balancer", "unknown balancer %q (want %s)", o.Balancer, strings.Join(balancerNames, " or "))
 		}
@@ -313,15 +415,30 @@ func (c *Config) validate() []fieldError {
 			add(p+".connect_attempts", "%d is out of range 1..%d", o.ConnectAttempts, maxConnectAttempts)
 		}
 	}
+	// One balancer serves a service for every listener that sends to it.
+	policyOf := map[string]string{}
+	for i, o := range c.Outbound {
+		for _, svc := range o.services() {
+			p := fmt.Sprintf("outbound[%d].balancer", i)
+			if prev, ok := policyOf[svc]; ok && c.Outbound[prevIndex(c.Outbound, svc)].Balancer != o.Balancer {
+				add(p, "service %s already uses balancer %s (%s); one service has one balancer", svc,
+					c.Outbound[prevIndex(c.Outbound, svc)].Balancer, prev)
+				continue
+			}
+			if _, ok := policyOf[svc]; !ok {
+				policyOf[svc] = p
+			}
+		}
+	}
 	for i, in := range c.Inbound {
 		p := fmt.Sprintf("inbound[%d]", i)
 		checkListener(p, in.Name, in.Listen)
 		if in.Forward == "" {
 			add(p+".forward", "required: the local application's address, like 127.0.0.1:8080")
-		} else if _, err := netip.ParseAddrPort(in.Forward); err != nil {
-			add(p+".forward", "%q is not an ip:port address, like 127.0.0.1:8080", in.Forward)
+		} else if ap, err := netip.ParseAddrPort(in.Forward); err != nil || ap.Port() == 0 {
+			add(p+".forward", "%q is not an ip:port address with a non-zero port, like 127.0.0.1:8080", in.Forward)
 		}
-		checkProtocol(add, p, in.Protocol)
+		checkProtocol(add, p, in.Protocol, false)
 		checkTimeouts(p, in.ConnectTimeout, in.IdleTimeout)
 	}
 	if len(c.Outbound) == 0 && len(c.Inbound) == 0 {
@@ -332,14 +449,43 @@ func (c *Config) validate() []fieldError {
 
 var balancerNames = balancer.PolicyNames()
 
-func checkProtocol(add func(string, string, ...any), p, proto string) {
+func checkProtocol(add func(string, string, ...any), p, proto string, httpOK bool) {
 	switch proto {
 	case "tcp":
-	case "http", "http2", "grpc", "auto":
-		add(p+".protocol", "%q is not available yet: this build proxies tcp only", proto)
+	case "http":
+		if !httpOK {
+			add(p+".protocol", "%q is not available on inbound listeners yet (want tcp)", proto)
+		}
+	case "http2", "grpc", "auto":
+		add(p+".protocol", "%q is not available yet: use http (HTTP/1.1 and h2c) or tcp", proto)
 	default:
-		add(p+".protocol", "unknown protocol %q (want tcp)", proto)
+		add(p+".protocol", "unknown protocol %q (want tcp or http)", proto)
 	}
+}
+
+// prevIndex is the first outbound listener that sends to svc.
+func prevIndex(outs []OutboundConfig, svc string) int {
+	for i := range outs {
+		if slices.Contains(outs[i].services(), svc) {
+			return i
+		}
+	}
+	return -1
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	return p.Masked(), err
 }
 
 func checkHostPort(s string) error {

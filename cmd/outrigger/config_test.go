@@ -38,19 +38,19 @@ func TestParseConfigGoodFillsDefaults(t *testing.T) {
 	want := &Config{
 		Node:      NodeConfig{Name: "web-1", Namespace: "shop", Cluster: "east", Zone: "east-1a"},
 		Admin:     AdminConfig{Listen: "127.0.0.1:15001"},
-		Drain:     DrainConfig{Timeout: Duration(3 * time.Second)},
+		Drain:     DrainConfig{Timeout: Dur(3 * time.Second)},
 		Discovery: []DiscoveryConfig{{Name: "local", Priority: 1, File: &FileDiscovery{Path: "services.yaml"}}},
 		Outbound: []OutboundConfig{{
 			Name: "orders", Listen: "127.0.0.1:9001", Service: "orders.shop", Protocol: "tcp",
-			Balancer: "least_conn", ConnectTimeout: Duration(250 * time.Millisecond),
-			IdleTimeout: Duration(time.Hour), ConnectAttempts: 2,
+			Balancer: "least_conn", ConnectTimeout: Dur(250 * time.Millisecond),
+			IdleTimeout: Dur(time.Hour), ConnectAttempts: 2,
 		}},
 		Inbound: []InboundConfig{{
 			Name: "app", Listen: "0.0.0.0:15006", Forward: "127.0.0.1:8080", Protocol: "tcp",
-			ConnectTimeout: Duration(5 * time.Second), IdleTimeout: Duration(time.Hour),
+			ConnectTimeout: Dur(5 * time.Second), IdleTimeout: Dur(time.Hour),
 		}},
 	}
-	if diff := cmp.Diff(cfg, want, cmp.AllowUnexported(Config{}), cmp.FilterPath(func(p cmp.Path) bool {
+	if diff := cmp.Diff(cfg, want, cmp.AllowUnexported(Config{}, Duration{}), cmp.FilterPath(func(p cmp.Path) bool {
 		return p.Last().String() == ".path"
 	}, cmp.Ignore())); diff != "" {
 		t.Errorf("config (-got +want):\n%s", diff)
@@ -91,6 +91,22 @@ func TestParseConfigErrorsNameFileLineAndField(t *testing.T) {
 		yaml: head + "outbound:\n  - name: a\n    listen: 127.0.0.1:9000\n    service: a.b\n    idle_timeout: 5 minutes\n",
 		want: []string{`c.yaml:7: outbound[0].idle_timeout: invalid duration "5 minutes": write it like 500ms, 5s or 1m`},
 	}, {
+		name: "bad duration named at its own field even when the text repeats",
+		yaml: "node: {name: 5x}\n" + head + "outbound:\n  - name: a\n    listen: 127.0.0.1:9000\n    service: a.b\n    idle_timeout: 5x\n",
+		want: []string{`c.yaml:8: outbound[0].idle_timeout: invalid duration "5x": write it like 500ms, 5s or 1m`},
+	}, {
+		name: "yaml tags are refused, not a crash",
+		yaml: "outbound: !x 1\n",
+		want: []string{`c.yaml:1: outbound: YAML tag !x is not supported; remove it`},
+	}, {
+		name: "tag in a list",
+		yaml: "discovery:\n  - !!str x\n",
+		want: []string{`c.yaml:2: discovery[0]: YAML tag !!str is not supported; remove it`},
+	}, {
+		name: "several documents",
+		yaml: head + "---\noutbound: []\n",
+		want: []string{`c.yaml:3: the file holds 2 YAML documents; outrigger reads one (remove the --- separator)`},
+	}, {
 		name: "yaml syntax",
 		yaml: head + "outbound: [\n",
 		want: []string{`c.yaml:3: sequence end token ']' not found`},
@@ -113,7 +129,7 @@ outbound:
   - name: a
     listen: 127.0.0.1:9000
     service: orders.shop
-    protocol: http
+    protocol: grpc
 inbound:
   - name: app
     listen: 127.0.0.1:9000
@@ -130,10 +146,10 @@ inbound:
 			`c.yaml:9: outbound[0].balancer: unknown balancer "rr" (want round_robin or least_conn)`,
 			`c.yaml:10: outbound[0].connect_attempts: 9 is out of range 1..5`,
 			`c.yaml:11: outbound[1].name: duplicate listener name "a" (also outbound[0].name)`,
-			`c.yaml:14: outbound[1].protocol: "http" is not available yet: this build proxies tcp only`,
+			`c.yaml:14: outbound[1].protocol: "grpc" is not available yet: use http (HTTP/1.1 and h2c) or tcp`,
 			`c.yaml:17: inbound[0].listen: 127.0.0.1:9000 is already used by outbound[1].listen`,
-			`c.yaml:18: inbound[0].forward: "localhost:8080" is not an ip:port address, like 127.0.0.1:8080`,
-			`c.yaml:19: inbound[0].protocol: unknown protocol "udp" (want tcp)`,
+			`c.yaml:18: inbound[0].forward: "localhost:8080" is not an ip:port address with a non-zero port, like 127.0.0.1:8080`,
+			`c.yaml:19: inbound[0].protocol: unknown protocol "udp" (want tcp or http)`,
 		},
 	}, {
 		name: "missing required fields point at their block",
@@ -142,6 +158,42 @@ inbound:
 			`c.yaml:1: discovery: outbound listeners need at least one discovery source; add one like {name: local, file: {path: services.yaml}}`,
 			`c.yaml:2: outbound[0].service: required: the upstream service key, like orders.shop`,
 		},
+	}, {
+		name: "http routes: problems named at their YAML lines",
+		yaml: head + `outbound:
+  - name: web
+    listen: 127.0.0.1:9080
+    protocol: http
+    routes:
+      - name: api
+        match:
+          path: {type: Prefix, value: api}
+        backends: [{service: api.demo}]
+      - name: bad
+        match:
+          path: {type: Regex, value: "(("}
+          methods: [get]
+        backends: [{service: Web}]
+        rewrite_prefix: /x
+  - name: tcp
+    listen: 127.0.0.1:9000
+    service: api.demo
+    balancer: least_conn
+    max_body_bytes: 10
+`,
+		want: []string{
+			`c.yaml:10: outbound[0].routes[0].match.path.value: "api" must start with "/"`,
+			"c.yaml:14: outbound[0].routes[1].match.path.value: error parsing regexp: missing closing ): `((`",
+			`c.yaml:15: outbound[0].routes[1].match.methods[0]: "get" never matches: methods are case-sensitive (RFC 9110 §9.1); want "GET"`,
+			`c.yaml:16: outbound[0].routes[1].backends[0].service: invalid service key "Web": want name.namespace, like orders.shop`,
+			`c.yaml:17: outbound[0].routes[1].rewrite_prefix: needs a Prefix path match, not Regex`,
+			`c.yaml:21: outbound[1].balancer: service api.demo already uses balancer round_robin (outbound[0].balancer); one service has one balancer`,
+			`c.yaml:22: outbound[1].max_body_bytes: applies only to protocol: http`,
+		},
+	}, {
+		name: "http listener needs routes or a service",
+		yaml: head + "outbound:\n  - {name: web, listen: '127.0.0.1:9080', protocol: http}\n",
+		want: []string{`c.yaml:4: outbound[0].routes: required: an http listener needs routes, or a service for all requests`},
 	}, {
 		name: "nothing to proxy",
 		yaml: "node: {name: a}\n",

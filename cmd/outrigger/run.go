@@ -10,12 +10,14 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/discovery"
 	"github.com/outrigger-mesh/outrigger/discovery/catalog"
 	"github.com/outrigger-mesh/outrigger/discovery/file"
 	"github.com/outrigger-mesh/outrigger/proxy"
+	"github.com/outrigger-mesh/outrigger/proxy/route"
 )
 
 // process is one running Outrigger, built from a Config.
@@ -55,19 +57,33 @@ func build(cfg *Config, log *slog.Logger) (*process, error) {
 
 	locality := discovery.Locality{Cluster: cfg.Node.Cluster, Zone: cfg.Node.Zone}
 	byService := map[string]*balancer.Balancer{}
-	var listeners []*proxy.TCPListener
+	upstream := func(service, policy string) (*balancer.Balancer, error) {
+		if b := byService[service]; b != nil {
+			return b, nil
+		}
+		b, err := balancer.New(balancer.Config{Service: service, Policy: policy, Locality: locality},
+			balancer.Options{Logger: log.With("component", "balancer", "service", service), Watcher: p.catalog})
+		if err != nil {
+			return nil, err
+		}
+		byService[service] = b
+		p.balancers = append(p.balancers, b)
+		return b, nil
+	}
+	var listeners []proxy.Listener
 	popts := proxy.Options{Logger: log.With("component", "proxy")}
 	for _, o := range cfg.Outbound {
-		b := byService[o.Service]
-		if b == nil {
-			var err error
-			b, err = balancer.New(balancer.Config{Service: o.Service, Policy: o.Balancer, Locality: locality},
-				balancer.Options{Logger: log.With("component", "balancer", "service", o.Service), Watcher: p.catalog})
+		if o.Protocol == "http" {
+			l, err := p.httpListener(o, upstream, popts)
 			if err != nil {
 				return nil, fmt.Errorf("outbound %q: %w", o.Name, err)
 			}
-			byService[o.Service] = b
-			p.balancers = append(p.balancers, b)
+			listeners = append(listeners, l)
+			continue
+		}
+		b, err := upstream(o.Service, o.Balancer)
+		if err != nil {
+			return nil, fmt.Errorf("outbound %q: %w", o.Name, err)
 		}
 		listeners = append(listeners, proxy.NewTCPListener(proxy.TCPConfig{
 			Name:            o.Name,
@@ -95,6 +111,48 @@ func build(cfg *Config, log *slog.Logger) (*process, error) {
 		Endpoints: p.endpoints,
 	})
 	return p, nil
+}
+
+// httpListener builds an http outbound listener: its route table and a
+// balancer for every service its routes send to.
+func (p *process) httpListener(o OutboundConfig, upstream func(service, policy string) (*balancer.Balancer, error),
+	popts proxy.Options) (*proxy.HTTPListener, error) {
+	rc, err := o.routeConfig() // validated with the config
+	if err != nil {
+		return nil, err
+	}
+	table, err := route.New(rc)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range table.Warnings() {
+		p.log.Warn("route table: "+w, "listener", o.Name)
+	}
+	ups := proxy.Upstreams{}
+	for _, svc := range o.services() {
+		b, err := upstream(svc, o.Balancer)
+		if err != nil {
+			return nil, err
+		}
+		ups[svc] = b
+	}
+	var trusted []netip.Prefix
+	for _, t := range o.TrustedProxies {
+		pfx, _ := parsePrefix(t) // validated
+		trusted = append(trusted, pfx)
+	}
+	return proxy.NewHTTPListener(proxy.HTTPConfig{
+		Name:            o.Name,
+		Listen:          o.Listen,
+		ConnectTimeout:  o.ConnectTimeout.D(),
+		ConnectAttempts: o.ConnectAttempts,
+		ResponseTimeout: o.ResponseTimeout.D(),
+		HeaderTimeout:   o.HeaderTimeout.D(),
+		IdleTimeout:     o.IdleTimeout.D(),
+		MaxHeaderBytes:  o.MaxHeaderBytes,
+		MaxBodyBytes:    o.MaxBodyBytes,
+		TrustedProxies:  trusted,
+	}, table, ups, popts), nil
 }
 
 // ready is the admin /ready check: every listener bound and every upstream
@@ -178,11 +236,18 @@ func (p *process) run(ctx context.Context, sigs <-chan os.Signal) error {
 	}
 	p.log.Info("outrigger started", "version", buildVersion(), "admin", p.admin.Addr().String())
 
+	// Drain: readiness fails first; after drain.delay the listeners close
+	// and open connections get drain.timeout.
 	draining := false
+	var closeListeners <-chan time.Time
 	drain := func(why string) {
 		draining = true
-		p.log.Info("draining", "why", why, "timeout", p.cfg.Drain.Timeout.D().String())
+		p.log.Info("draining", "why", why, "delay", p.cfg.Drain.Delay.D().String(), "timeout", p.cfg.Drain.Timeout.D().String())
 		p.admin.SetDraining()
+		if d := p.cfg.Drain.Delay.D(); d > 0 {
+			closeListeners = time.After(d)
+			return
+		}
 		stopServe()
 	}
 	done := ctx.Done()
@@ -208,6 +273,9 @@ loop:
 			if !draining {
 				drain("context ended")
 			}
+		case <-closeListeners:
+			closeListeners = nil
+			stopServe()
 		case serveErr = <-served:
 			break loop
 		}

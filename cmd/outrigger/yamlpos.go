@@ -53,44 +53,46 @@ func fieldAt(file *ast.File, line, col int) string {
 	return ""
 }
 
-// findValue returns the field path and line of the first scalar whose text
-// is value.
-func findValue(file *ast.File, value string) (string, int) {
-	if file == nil {
-		return "", 0
-	}
-	var found string
-	var line int
-	var visit func(n ast.Node, path string)
-	visit = func(n ast.Node, path string) {
-		if n == nil || found != "" {
-			return
-		}
+// findTag returns the field path, line and text of the first YAML tag (like
+// !!str or !x) in the file; tag is "" when there is none.
+func findTag(file *ast.File) (field string, line int, tag string) {
+	var visit func(n ast.Node, path string) bool
+	visit = func(n ast.Node, path string) bool {
 		switch n := n.(type) {
+		case nil:
+			return false
+		case *ast.TagNode:
+			field, line, tag = path, n.GetToken().Position.Line, n.Start.Value
+			return true
 		case *ast.MappingNode:
 			for _, v := range n.Values {
-				visit(v, path)
+				if visit(v, path) {
+					return true
+				}
 			}
 		case *ast.MappingValueNode:
 			p := n.Key.GetToken().Value
 			if path != "" {
 				p = path + "." + p
 			}
-			visit(n.Value, p)
+			return visit(n.Key, path) || visit(n.Value, p)
 		case *ast.SequenceNode:
 			for i, v := range n.Values {
-				visit(v, fmt.Sprintf("%s[%d]", path, i))
+				if visit(v, fmt.Sprintf("%s[%d]", path, i)) {
+					return true
+				}
 			}
-		default:
-			if tk := n.GetToken(); tk != nil && tk.Value == value {
-				found, line = path, tk.Position.Line
-			}
+		case *ast.AnchorNode:
+			return visit(n.Value, path)
 		}
+		return false
 	}
 	for _, doc := range file.Docs {
-		visit(doc.Body, "")
+		if visit(doc.Body, "") {
+			return
+		}
 	}
-	return found, line
+	return "", 0, ""
 }
 
 func walk(n ast.Node, path string, line, col int) (string, bool) {

@@ -19,6 +19,12 @@ for i in 1 2 3; do
 	"$BIN/echo" -name "echo-$i" -listen "127.0.0.1:910$i" -mode tcp 2>/dev/null &
 	pids+=($!)
 done
+for i in 1 2; do
+	"$BIN/echo" -name "web-$i" -listen "127.0.0.1:920$i" -mode http 2>/dev/null &
+	pids+=($!)
+done
+"$BIN/echo" -name "api-1" -listen "127.0.0.1:9301" -mode http 2>/dev/null &
+pids+=($!)
 "$BIN/outrigger" run -c examples/local/outrigger.yaml &
 pids+=($!)
 
@@ -33,7 +39,10 @@ cat <<'HINTS'
   Outrigger is running the local demo.
 
   Try, in another terminal:
-    bin/echo -dial 127.0.0.1:9000 -n 4     # four connections: the backends in turn
+    bin/echo -dial 127.0.0.1:9000 -n 4     # TCP: four connections, the backends in turn
+    curl -s 127.0.0.1:9080/shop            # HTTP: routed to web.demo (web-1, web-2)
+    curl -s 127.0.0.1:9080/api/orders      # HTTP: routed to api.demo as /orders
+    curl -s --http2-prior-knowledge 127.0.0.1:9080/   # the same over h2c
     curl -s 127.0.0.1:15000/endpoints      # endpoints, their source and in-flight counts
     curl -s 127.0.0.1:15000/ready          # readiness, with reasons when not ready
     curl -s 127.0.0.1:15000/config         # the effective config

@@ -41,15 +41,23 @@ func TestAdminEndpointsShowInFlightConnections(t *testing.T) {
 	if code, body := getJSON(t, "http://127.0.0.1:15000/endpoints", &page); code != http.StatusOK {
 		t.Fatalf("/endpoints = %d %s", code, body)
 	}
-	if len(page.Upstreams) != 1 || page.Upstreams[0].Service != "echo.demo" || page.Upstreams[0].Policy != "round_robin" {
-		t.Fatalf("upstreams = %+v", page.Upstreams)
+	echo := -1
+	var services []string
+	for i, u := range page.Upstreams {
+		services = append(services, u.Service+"/"+u.Policy)
+		if u.Service == "echo.demo" {
+			echo = i
+		}
+	}
+	if diff := cmp.Diff(services, []string{"echo.demo/round_robin", "api.demo/least_conn", "web.demo/least_conn"}); diff != "" {
+		t.Fatalf("upstreams (-got +want):\n%s", diff)
 	}
 	type row struct {
 		ID, Address, Source, State, Cluster, Zone string
 		InFlight                                  int64
 	}
 	var got []row
-	for _, e := range page.Upstreams[0].Endpoints {
+	for _, e := range page.Upstreams[echo].Endpoints {
 		got = append(got, row{e.ID, e.Address, e.Source, e.State, e.Locality.Cluster, e.Locality.Zone, e.InFlight})
 	}
 	var want []row
@@ -69,7 +77,7 @@ func TestAdminEndpointsShowInFlightConnections(t *testing.T) {
 	for {
 		getJSON(t, "http://127.0.0.1:15000/endpoints", &page)
 		var total int64
-		for _, e := range page.Upstreams[0].Endpoints {
+		for _, e := range page.Upstreams[echo].Endpoints {
 			total += e.InFlight
 		}
 		if total == 0 {
@@ -84,7 +92,7 @@ func TestAdminEndpointsShowInFlightConnections(t *testing.T) {
 	var cfg struct {
 		Outbound []struct{ Listen, Service, Balancer, ConnectTimeout string } `json:"outbound"`
 	}
-	if code, body := getJSON(t, "http://127.0.0.1:15000/config", &cfg); code != http.StatusOK || len(cfg.Outbound) != 1 ||
+	if code, body := getJSON(t, "http://127.0.0.1:15000/config", &cfg); code != http.StatusOK || len(cfg.Outbound) != 2 ||
 		cfg.Outbound[0].Listen != proxyAddr || cfg.Outbound[0].Service != "echo.demo" {
 		t.Errorf("/config = %d %s", code, body)
 	}

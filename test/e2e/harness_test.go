@@ -118,6 +118,7 @@ func (p *process) signal(sig os.Signal) {
 // edit its services file, and starts the three echo backends.
 func demo(t *testing.T) (dir string) {
 	t.Helper()
+	requireFreePorts(t)
 	dir = t.TempDir()
 	for _, f := range []string{"outrigger.yaml", "services.yaml"} {
 		b, err := os.ReadFile(filepath.Join("..", "..", "examples", "local", f))
@@ -133,7 +134,26 @@ func demo(t *testing.T) (dir string) {
 		start(t, "echo", "-name", fmt.Sprintf("echo-%d", i), "-listen", addr)
 		waitDial(t, addr)
 	}
+	for _, b := range []struct{ name, addr string }{{"web-1", "127.0.0.1:9201"}, {"web-2", "127.0.0.1:9202"}, {"api-1", "127.0.0.1:9301"}} {
+		start(t, "echo", "-name", b.name, "-listen", b.addr, "-mode", "http")
+		waitDial(t, b.addr)
+	}
 	return dir
+}
+
+// demoPorts are the fixed ports of examples/local; the tests check they are
+// free first, so a stray process cannot answer in place of the one under test.
+var demoPorts = []string{"9000", "9080", "15000", "9101", "9102", "9103", "9201", "9202", "9301"}
+
+func requireFreePorts(t *testing.T) {
+	t.Helper()
+	for _, port := range demoPorts {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatalf("demo port %s is taken by another process (%v); stop it and run the tests again", port, err)
+		}
+		ln.Close()
+	}
 }
 
 func startOutrigger(t *testing.T, dir string) *process {
