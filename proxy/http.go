@@ -227,7 +227,8 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 		// FlushInterval 0: ReverseProxy flushes after every write for
 		// text/event-stream and for responses without Content-Length, and
 		// lets the ResponseWriter buffer the rest.
-		ErrorLog: slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+		ErrorLog:   slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+		BufferPool: copyBuffers,
 	}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
@@ -242,8 +243,24 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 		BaseContext:       func(net.Listener) context.Context { return l.baseCtx },
 		ConnContext:       connContext,
 		ConnState:         l.connState,
+		// "OPTIONS *" comes to serveHTTP like any request, so that the
+		// framing guard's request count stays exact.
+		DisableGeneralOptionsHandler: true,
 	}
 	return l
+}
+
+// copyBuffers are the body copy buffers of every HTTP listener; without a
+// pool ReverseProxy allocates 32 KiB per request.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte { return p.pool.Get().(*[32 << 10]byte)[:] }
+func (p *bufferPool) Put(b []byte) {
+	if len(b) == 32<<10 {
+		p.pool.Put((*[32 << 10]byte)(b))
+	}
 }
 
 // Name returns the listener's configured name.
@@ -392,6 +409,13 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer l.active.done()
 
 	if r.ProtoMajor == 1 {
+		if headerHasToken(r.Header, "Upgrade", "h2c") {
+			// Never pass on an upgrade to h2c: the endpoint would then take
+			// any request over the tunnel, past routing ("h2c smuggling").
+			// Clients that want HTTP/2 use prior knowledge, served here.
+			r.Header.Del("Upgrade")
+			r.Header.Del("Http2-Settings")
+		}
 		if msg := checkFraming(r); msg != "" {
 			writeError(w, http.StatusBadRequest, causeBadRequest, msg, true)
 			return

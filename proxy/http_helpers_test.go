@@ -123,9 +123,9 @@ func (c *countingClient) get(t testing.TB, url string) (*http.Response, string) 
 }
 
 // rawExchange writes raw bytes on a new connection to addr and returns the
-// status line of the first response and whether the proxy closed the
+// status code of the first response and whether the proxy closed the
 // connection after it (read to EOF within waitLimit).
-func rawExchange(t *testing.T, addr, raw string) (status string, closed bool) {
+func rawExchange(t *testing.T, addr, raw string) (status int, closed bool) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, waitLimit)
 	if err != nil {
@@ -143,7 +143,7 @@ func rawExchange(t *testing.T, addr, raw string) (status string, closed bool) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	status = resp.Status
+	status = resp.StatusCode
 	// After the response: EOF means closed. Anything else (another
 	// response to smuggled bytes, or a timeout) means open.
 	c.SetReadDeadline(time.Now().Add(waitLimit))

@@ -49,6 +49,7 @@ type exchange struct {
 	route   *route.Route
 	service string
 	up      Upstream
+	body    *requestBody // set by RoundTrip when the request has a body
 }
 
 type exchangeKey struct{}
@@ -131,6 +132,12 @@ func (l *HTTPListener) peer(remoteAddr string) (string, bool) {
 // modifyResponse edits the endpoint's response before it is copied.
 func (l *HTTPListener) modifyResponse(resp *http.Response) error {
 	x := exchangeOf(resp.Request.Context())
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Request.ProtoMajor == 1 && isUpgrade(resp.Request) {
+		// The framing guard stopped following this connection when the
+		// upgrade was asked for; without the upgrade, the connection must
+		// not carry another request.
+		resp.Header.Set("Connection", "close")
+	}
 	resp.Header["Via"] = append(resp.Header["Via"], "1.1 outrigger")
 	applyHeaderOps(resp.Header, x.route.Config.ResponseHeaders)
 	return nil
@@ -147,10 +154,21 @@ func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err er
 		tooBig  *http.MaxBytesError
 		netErr  net.Error
 	)
+	var clientErr error
+	if b := exchangeOf(r.Context()).body; b != nil {
+		if e := b.err.Load(); e != nil {
+			clientErr = *e
+		}
+	}
 	switch {
-	case errors.As(err, &tooBig):
+	case errors.As(err, &tooBig) || errors.As(clientErr, &tooBig):
 		writeError(w, http.StatusRequestEntityTooLarge, causeBodyTooLarge,
 			"request body larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes", true)
+	case clientErr != nil && r.Context().Err() == nil:
+		// The client's body broke its framing (a bad chunk) or its
+		// connection; what reached the endpoint was cut short, never
+		// completed into something else.
+		writeError(w, http.StatusBadRequest, causeBadRequest, "malformed request body", true)
 	case errors.As(err, &dialErr):
 		if ok, n := l.connectLog.allow(); ok {
 			l.log.Warn("requests failing: cannot connect to endpoints", "err", err, "suppressed", n)
@@ -189,6 +207,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		// wrapper keeps it open for the next attempt. net/http's server
 		// closes the real body after the handler.
 		body = &requestBody{rc: req.Body}
+		x.body = body
 	}
 	var info balancer.PickInfo
 	var dialErr error
@@ -246,13 +265,18 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 type requestBody struct {
 	rc      io.ReadCloser
 	touched atomic.Bool
+	err     atomic.Pointer[error] // the client's read error other than EOF
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	if !b.touched.Load() {
 		b.touched.Store(true)
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.err.CompareAndSwap(nil, &err)
+	}
+	return n, err
 }
 
 func (b *requestBody) Close() error { return nil }
@@ -307,16 +331,15 @@ type upgradeBody struct {
 
 func (b *upgradeBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
-// checkFraming refuses HTTP/1 requests whose framing net/http accepts but
-// an intermediary must not forward. It returns "" for a good request.
-func checkFraming(r *http.Request) string {
-	return ""
+// headerHasToken reports whether a comma-separated field of h lists token
+// (ASCII case-insensitive).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
-
-// connContext and guardListener are the per-connection hooks of the
-// framing guard.
-func connContext(ctx context.Context, c net.Conn) context.Context { return ctx }
-
-type guardListener struct{ *net.TCPListener }
-
-func (g guardListener) Accept() (net.Conn, error) { return g.TCPListener.AcceptTCP() }
