@@ -39,18 +39,37 @@
 // endpoint for this request alone (so one keep-alive or HTTP/2 connection is
 // spread over all endpoints), and httputil.ReverseProxy forwards it over one
 // pooled http.Transport per listener (HTTP/1.1 upstream, connections pooled
-// per endpoint address). A dial failure is retried on another endpoint; no
-// other failure is. Done is called exactly once per pick: at once for a
-// failed attempt, else when the response body has been copied (EOF), failed,
-// or was abandoned. Bodies stream both ways, never buffered whole. Errors
-// the proxy makes itself carry the X-Outrigger-Error header.
+// per endpoint address). A dial failure is retried on another endpoint
+// (HTTPConfig.ConnectAttempts); no other failure is. Done is called exactly
+// once per pick: at once for a failed attempt, else when the response body
+// has been copied (EOF; a 5xx reports a *StatusError), failed, or was
+// abandoned (the request context's error). Bodies stream both ways, never
+// buffered whole; responses without Content-Length and event streams are
+// flushed per write. Hop-by-hop fields are removed, X-Forwarded-For/-Proto/
+// -Host are replaced (extended from HTTPConfig.TrustedProxies) and Via is
+// added both ways. Errors the proxy makes itself carry a text/plain body and
+// the X-Outrigger-Error header; the 400 and 431 that net/http's parser sends
+// before any handler runs cannot carry it.
 //
-// Concurrency: Server.Serve runs one accept goroutine per listener and two
+// Request smuggling: net/http refuses most bad framings itself (400, or 501
+// for unknown transfer codings) and closes the connection. The framing guard
+// (httpguard.go) refuses what it lets through: Content-Length with
+// Transfer-Encoding, Transfer-Encoding in HTTP/1.0, and obs-fold; a broken
+// chunked body is answered 400 and never completed upstream; "Upgrade: h2c"
+// is never passed on.
+//
+// Concurrency: Server.Serve runs one accept goroutine per TCP listener and two
 // goroutines per connection (one per direction; the connection's own
-// goroutine is one of them). Serve owns all of them and returns only after
+// goroutine is one of them); an HTTP listener runs net/http's goroutines
+// (one per connection, one per HTTP/2 stream) and counts connections and
+// handlers so that Serve still returns only after they are gone. Serve owns all of them and returns only after
 // every one has exited. When Serve's context ends, the listeners close at
 // once (new connections are refused by the kernel), open connections get
-// ServerConfig.DrainTimeout to finish, and the rest are closed. The admin
+// ServerConfig.DrainTimeout to finish, and the rest are closed. HTTP
+// listeners drain like http.Server.Shutdown (idle keep-alive connections
+// close at once, HTTP/2 gets GOAWAY, busy HTTP/1 connections close after
+// their response); at the deadline every request context is canceled, which
+// also ends upgraded tunnels. The admin
 // server runs in its own Serve(ctx) and only reads through the callbacks it
 // was given, which must be safe for concurrent use.
 package proxy
