@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-unit test-e2e lint bench clean
+.PHONY: all build run test fuzz lint bench clean
 
 all: build
 
@@ -18,9 +18,16 @@ build:
 run: build
 	BIN=$(BIN) ./examples/local/run.sh
 
-## test: everything CI runs — vet, format check, unit tests with -race, end-to-end tests
+## test: everything CI runs — vet, format check, unit tests with -race, end-to-end tests, short fuzz runs
 test: lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+## fuzz: run each fuzz target for FUZZTIME (go test -fuzz takes one package at a time)
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/outrigger/
+	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./proxy/route/
 
 ## lint: go vet plus a gofmt check
 lint:
@@ -28,9 +35,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-## bench: go benchmarks of the hot path (Pick, catalog fan-out, TCP echo)
+## bench: go benchmarks of the hot path (Pick, catalog fan-out, route match, TCP and HTTP through the proxy)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./balancer/ ./discovery/catalog/ ./proxy/
+	$(GO) test -run '^$$' -bench . -benchmem ./balancer/ ./discovery/catalog/ ./proxy/ ./proxy/route/
 
 clean:
 	rm -rf $(BIN)
