@@ -37,9 +37,12 @@
 // against a route.Table; a redirect or fixed-response route is answered at
 // once, otherwise the route picks a service, the service's Upstream picks an
 // endpoint for this request alone (so one keep-alive or HTTP/2 connection is
-// spread over all endpoints), and httputil.ReverseProxy forwards it over one
-// pooled http.Transport per listener (HTTP/1.1 upstream, connections pooled
-// per endpoint address). A dial failure is retried on another endpoint
+// spread over all endpoints), and httputil.ReverseProxy forwards it over the
+// listener's pooled http.Transport: HTTP/1.1 by default (connections pooled
+// per endpoint address), or with HTTPConfig.UpstreamProtocol "h2c" HTTP/2
+// with prior knowledge (one connection per endpoint carrying every stream,
+// another only when the endpoint's stream limit is reached; upgrade
+// requests still go over HTTP/1.1). A dial failure is retried on another endpoint
 // (HTTPConfig.ConnectAttempts); no other failure is. Done is called exactly
 // once per pick: at once for a failed attempt, else when the response body
 // has been copied (EOF; a 5xx reports a *StatusError), failed, or was
@@ -50,6 +53,14 @@
 // added both ways. Errors the proxy makes itself carry a text/plain body and
 // the X-Outrigger-Error header; the 400 and 431 that net/http's parser sends
 // before any handler runs cannot carry it.
+//
+// gRPC (HTTPConfig.GRPC, upstream h2c): calls are balanced per call like any
+// request, streams flush per message both ways, "TE: trailers" is forwarded
+// and the endpoint's trailers (grpc-status, grpc-message, custom) are copied
+// as they are. Errors the proxy makes for a gRPC request are trailers-only
+// gRPC responses (HTTP 200, grpc-status, grpc-message, X-Outrigger-Error;
+// mapping in grpc.go), and Done reports a non-OK grpc-status as a
+// *GRPCStatusError.
 //
 // Request smuggling: net/http refuses most bad framings itself (400, or 501
 // for unknown transfer codings) and closes the connection. The framing guard

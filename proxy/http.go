@@ -76,7 +76,26 @@ type HTTPConfig struct {
 	// are kept (the client address is appended to X-Forwarded-For); from
 	// any other peer they are replaced.
 	TrustedProxies []netip.Prefix
+	// UpstreamProtocol is how requests go to endpoints: UpstreamHTTP1
+	// (HTTP/1.1, a pool of connections per endpoint) or UpstreamH2C
+	// (HTTP/2 with prior knowledge: few connections per endpoint, each
+	// carrying many concurrent streams; upgrade requests still go over
+	// HTTP/1.1). Empty means UpstreamH2C when GRPC is set, else
+	// UpstreamHTTP1.
+	UpstreamProtocol string
+	// GRPC says the listener carries gRPC: errors the proxy makes itself
+	// for a gRPC request (Content-Type application/grpc) are answered as
+	// gRPC statuses (see grpc.go), and Done reports a non-OK grpc-status
+	// as a *GRPCStatusError. gRPC needs HTTP/2 end to end, so
+	// UpstreamProtocol must be UpstreamH2C.
+	GRPC bool
 }
+
+// UpstreamProtocol values.
+const (
+	UpstreamHTTP1 = "http1"
+	UpstreamH2C   = "h2c"
+)
 
 func (c HTTPConfig) withDefaults() HTTPConfig {
 	if c.ConnectTimeout == 0 {
@@ -96,6 +115,12 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.UpstreamProtocol == "" {
+		c.UpstreamProtocol = UpstreamHTTP1
+		if c.GRPC {
+			c.UpstreamProtocol = UpstreamH2C
+		}
 	}
 	return c
 }
@@ -138,6 +163,15 @@ func (c HTTPConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("trusted proxy prefix %v is invalid", p))
 		}
 	}
+	switch c.UpstreamProtocol {
+	case "", UpstreamH2C:
+	case UpstreamHTTP1:
+		if c.GRPC {
+			errs = append(errs, errors.New("grpc needs upstream protocol \"h2c\", not \"http1\""))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("upstream protocol %q is not %q or %q", c.UpstreamProtocol, UpstreamHTTP1, UpstreamH2C))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("listener %q: %w", c.Name, err)
 	}
@@ -167,7 +201,8 @@ type HTTPListener struct {
 	log       *slog.Logger
 	hs        *http.Server
 	rp        *httputil.ReverseProxy
-	transport *http.Transport
+	transport *http.Transport // HTTP/1.1; also upgrades when h2 is set
+	h2        *http.Transport // HTTP/2 with prior knowledge; nil unless UpstreamH2C
 	baseCtx   context.Context // parent of every request's context
 	cancel    context.CancelFunc
 
@@ -196,29 +231,10 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 		log:    opts.logger().With("listener", cfg.Name),
 	}
 	l.baseCtx, l.cancel = context.WithCancel(context.Background())
-	dialer := &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}
-	l.transport = &http.Transport{
-		Proxy: nil, // never HTTP_PROXY from the environment
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &DialError{Addr: addr, Err: err}
-			}
-			return c, nil
-		},
-		MaxIdleConnsPerHost:   upstreamIdlePerEndpoint,
-		IdleConnTimeout:       upstreamIdleTimeout,
-		ResponseHeaderTimeout: d.ResponseTimeout,
-		ExpectContinueTimeout: expectContinueWait,
-		// The proxy must not add Accept-Encoding and decompress: the
-		// client gets the endpoint's bytes as they are.
-		DisableCompression: true,
-		// HTTP/1.1 only to endpoints in this version.
-		Protocols: new(http.Protocols),
-		// Response headers are bounded like request headers.
-		MaxResponseHeaderBytes: int64(d.MaxHeaderBytes),
+	l.transport = newUpstreamTransport(d, false)
+	if d.UpstreamProtocol == UpstreamH2C {
+		l.h2 = newUpstreamTransport(d, true)
 	}
-	l.transport.Protocols.SetHTTP1(true)
 	l.rp = &httputil.ReverseProxy{
 		Rewrite:        l.rewrite,
 		Transport:      &upstreamTransport{l: l},
@@ -248,6 +264,46 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 		DisableGeneralOptionsHandler: true,
 	}
 	return l
+}
+
+// newUpstreamTransport returns a pooled transport to endpoints speaking
+// HTTP/1.1, or with h2c HTTP/2 with prior knowledge only. The HTTP/2 one
+// keeps one connection per endpoint and multiplexes every request over it
+// (net/http dials another only when the endpoint's stream limit is
+// reached); its timeouts and limits come from the same fields.
+func newUpstreamTransport(d HTTPConfig, h2c bool) *http.Transport {
+	dialer := &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}
+	t := &http.Transport{
+		Proxy: nil, // never HTTP_PROXY from the environment
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &DialError{Addr: addr, Err: err}
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost:   upstreamIdlePerEndpoint,
+		IdleConnTimeout:       upstreamIdleTimeout,
+		ResponseHeaderTimeout: d.ResponseTimeout,
+		ExpectContinueTimeout: expectContinueWait,
+		// The proxy must not add Accept-Encoding and decompress: the
+		// client gets the endpoint's bytes as they are.
+		DisableCompression: true,
+		Protocols:          new(http.Protocols),
+		// Response headers are bounded like request headers.
+		MaxResponseHeaderBytes: int64(d.MaxHeaderBytes),
+	}
+	if h2c {
+		t.Protocols.SetUnencryptedHTTP2(true)
+		// For HTTP/2 this bounds dials in progress, not connections: a
+		// burst of requests to a new endpoint waits for one dial and
+		// shares its connection, instead of each dialing one that HTTP/2
+		// then throws away.
+		t.MaxConnsPerHost = 1
+	} else {
+		t.Protocols.SetHTTP1(true)
+	}
+	return t
 }
 
 // copyBuffers are the body copy buffers of every HTTP listener; without a
@@ -304,6 +360,9 @@ func (l *HTTPListener) finish() {
 	l.active.wait(nil)
 	l.cancel()
 	l.transport.CloseIdleConnections()
+	if l.h2 != nil {
+		l.h2.CloseIdleConnections()
+	}
 }
 
 func (l *HTTPListener) connState(_ net.Conn, st http.ConnState) {
@@ -385,11 +444,16 @@ const (
 // upstream_timeout, upstream_reset, body_too_large, bad_request).
 const ErrorHeader = "X-Outrigger-Error"
 
-// writeError answers with a short text/plain error the proxy made itself.
+// writeError answers with a short error the proxy made itself: as a gRPC
+// status on a gRPC listener when r is a gRPC request, else text/plain.
 // With closeConn the HTTP/1 connection closes after the response: its
 // framing can no longer be trusted, or an unread body would have to be
 // drained.
-func writeError(w http.ResponseWriter, status int, cause, msg string, closeConn bool) {
+func (l *HTTPListener) writeError(w http.ResponseWriter, r *http.Request, status int, cause, msg string, closeConn bool) {
+	if l.cfg.GRPC && isGRPCRequest(r) {
+		writeGRPCError(w, cause, msg)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -417,12 +481,12 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Header.Del("Http2-Settings")
 		}
 		if msg := checkFraming(r); msg != "" {
-			writeError(w, http.StatusBadRequest, causeBadRequest, msg, true)
+			l.writeError(w, r, http.StatusBadRequest, causeBadRequest, msg, true)
 			return
 		}
 	}
 	if max := l.cfg.MaxBodyBytes; max > 0 && r.ContentLength > max {
-		writeError(w, http.StatusRequestEntityTooLarge, causeBodyTooLarge,
+		l.writeError(w, r, http.StatusRequestEntityTooLarge, causeBodyTooLarge,
 			"request body larger than "+strconv.FormatInt(max, 10)+" bytes", true)
 		return
 	}
@@ -431,7 +495,7 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		rt = l.routes.Match(r.Host, r.URL.Path, r.Method, r.Header, r.URL.RawQuery)
 	}
 	if rt == nil {
-		writeError(w, http.StatusNotFound, causeNoRoute, "no route", false)
+		l.writeError(w, r, http.StatusNotFound, causeNoRoute, "no route", false)
 		return
 	}
 	switch rc := &rt.Config; {
@@ -448,7 +512,7 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if ok, n := l.noEndpointsLog.allow(); ok {
 			l.log.Warn("route names a service with no upstream", "route", rt.Name, "service", svc, "suppressed", n)
 		}
-		writeError(w, http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
+		l.writeError(w, r, http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
 		return
 	}
 	if l.cfg.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {

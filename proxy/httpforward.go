@@ -138,7 +138,7 @@ func (l *HTTPListener) modifyResponse(resp *http.Response) error {
 		// not carry another request.
 		resp.Header.Set("Connection", "close")
 	}
-	resp.Header["Via"] = append(resp.Header["Via"], "1.1 outrigger")
+	resp.Header["Via"] = append(resp.Header["Via"], viaValue(resp.ProtoMajor, resp.ProtoMinor))
 	applyHeaderOps(resp.Header, x.route.Config.ResponseHeaders)
 	return nil
 }
@@ -162,30 +162,30 @@ func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err er
 	}
 	switch {
 	case errors.As(err, &tooBig) || errors.As(clientErr, &tooBig):
-		writeError(w, http.StatusRequestEntityTooLarge, causeBodyTooLarge,
+		l.writeError(w, r, http.StatusRequestEntityTooLarge, causeBodyTooLarge,
 			"request body larger than "+strconv.FormatInt(tooBig.Limit, 10)+" bytes", true)
 	case clientErr != nil && r.Context().Err() == nil:
 		// The client's body broke its framing (a bad chunk) or its
 		// connection; what reached the endpoint was cut short, never
 		// completed into something else.
-		writeError(w, http.StatusBadRequest, causeBadRequest, "malformed request body", true)
+		l.writeError(w, r, http.StatusBadRequest, causeBadRequest, "malformed request body", true)
 	case errors.As(err, &dialErr):
 		if ok, n := l.connectLog.allow(); ok {
 			l.log.Warn("requests failing: cannot connect to endpoints", "err", err, "suppressed", n)
 		}
-		writeError(w, http.StatusBadGateway, causeConnectFailure, "upstream connect failure", false)
+		l.writeError(w, r, http.StatusBadGateway, causeConnectFailure, "upstream connect failure", false)
 	case errors.Is(err, balancer.ErrNoEndpoints):
 		if ok, n := l.noEndpointsLog.allow(); ok {
 			l.log.Warn("requests failing: no endpoints", "service", exchangeOf(r.Context()).service, "err", err, "suppressed", n)
 		}
-		writeError(w, http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
+		l.writeError(w, r, http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
 	case r.Context().Err() == nil && errors.As(err, &netErr) && netErr.Timeout():
-		writeError(w, http.StatusGatewayTimeout, causeUpstreamTimeout, "upstream timeout", false)
+		l.writeError(w, r, http.StatusGatewayTimeout, causeUpstreamTimeout, "upstream timeout", false)
 	default:
 		// The endpoint closed or reset the connection before a response,
 		// or the client went away (then nobody reads this).
 		l.log.Debug("upstream exchange failed", "err", err)
-		writeError(w, http.StatusBadGateway, causeUpstreamReset, "upstream connection reset", false)
+		l.writeError(w, r, http.StatusBadGateway, causeUpstreamReset, "upstream connection reset", false)
 	}
 }
 
@@ -209,6 +209,12 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		body = &requestBody{rc: req.Body}
 		x.body = body
 	}
+	tr := l.transport
+	if l.h2 != nil && !isUpgrade(req) {
+		// An upgrade needs HTTP/1.1 (HTTP/2 has no Upgrade; RFC 9113
+		// §8.6), so it alone goes over the HTTP/1.1 transport.
+		tr = l.h2
+	}
 	var info balancer.PickInfo
 	var dialErr error
 	for attempt := 0; attempt < l.cfg.ConnectAttempts; attempt++ {
@@ -231,7 +237,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			out.Body = body
 		}
 		start := time.Now()
-		resp, err := l.transport.RoundTrip(out)
+		resp, err := tr.RoundTrip(out)
 		if err != nil {
 			res.Done(balancer.DoneInfo{Err: err, Duration: time.Since(start)})
 			var de *DialError
@@ -246,6 +252,8 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		rb := &responseBody{rc: resp.Body, done: res.Done, start: start, ctx: req.Context()}
 		if resp.StatusCode >= 500 && resp.StatusCode < 600 {
 			rb.status = &statusErrors[resp.StatusCode-500]
+		} else if l.cfg.GRPC {
+			rb.grpc = resp // the call's status is known at EOF
 		}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 			// ReverseProxy tunnels an upgrade through the body, which
@@ -282,7 +290,8 @@ func (b *requestBody) Read(p []byte) (int, error) {
 func (b *requestBody) Close() error { return nil }
 
 // responseBody calls Done once, when the body is finished: at EOF (success,
-// or the StatusError of a 5xx), at a read error (the endpoint failed
+// the StatusError of a 5xx, or on a gRPC listener the GRPCStatusError of a
+// non-OK grpc-status), at a read error (the endpoint failed
 // mid-body), or at Close before either (the client went away or the proxy
 // stopped copying: the request context's error, nil if there is none).
 type responseBody struct {
@@ -291,6 +300,7 @@ type responseBody struct {
 	start    time.Time
 	ctx      context.Context
 	status   *StatusError
+	grpc     *http.Response // on a gRPC listener: read its status at EOF
 	finished atomic.Bool
 }
 
@@ -298,6 +308,11 @@ func (b *responseBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil {
 		if err == io.EOF {
+			if b.grpc != nil {
+				// Trailers are in place once the body returned EOF.
+				b.finish(responseGRPCErr(b.grpc))
+				return n, err
+			}
 			b.finish(nil)
 		} else {
 			b.finish(err)
