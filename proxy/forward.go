@@ -73,6 +73,11 @@ type conn struct {
 	last    atomic.Int64 // nanoseconds after start of the last recorded byte movement
 	probe   atomic.Int32 // 0, or 1+i when direction i asked the other to report
 	probeAt atomic.Int64 // when the probe was set; written and read by its setter only
+
+	kmu    sync.Mutex    // guards the kernel's counters at kernelMoved's last look:
+	kBytes uint64        // kernelBytes of both sockets, summed
+	kAt    time.Duration // when kBytes was read, after start
+	kOK    bool          // kBytes and kAt are set
 }
 
 // direction is one way of a connection. Its fields other than finished are
@@ -290,10 +295,42 @@ func (c *conn) watch(i int) {
 // touch records that bytes moved now, and cancels any probe: the
 // connection is not idle.
 func (c *conn) touch() {
-	c.last.Store(int64(time.Since(c.start)))
+	c.touchAt(time.Since(c.start))
+}
+
+func (c *conn) touchAt(now time.Duration) {
+	c.last.Store(int64(now))
 	if c.probe.Load() != 0 {
 		c.probe.Store(0)
 	}
+}
+
+// kernelMoved reports whether the kernel moved bytes on either socket since
+// the previous call that a recorded chunk does not explain. A direction
+// blocked in ReadFrom on a slow reader records nothing until its chunk (up
+// to a 1 MiB splice pipe) is drained, which can take longer than
+// IdleTimeout, and the probe's past read deadline takes effect only at its
+// next read; the kernel's counters keep moving meanwhile.
+//
+// Counters that moved while a chunk was recorded (last is after the
+// previous look) are the tail of that chunk: the peer acknowledges bytes
+// after ReadFrom returned. They only set a new baseline, so an idle
+// connection is still closed at IdleTimeout after its last chunk, not a
+// window later.
+func (c *conn) kernelMoved(now time.Duration) bool {
+	a, okA := kernelBytes(c.dirs[0].src)
+	b, okB := kernelBytes(c.dirs[0].dst)
+	if !okA || !okB {
+		return false // closed, or no counters on this platform
+	}
+	c.kmu.Lock()
+	defer c.kmu.Unlock()
+	if c.kOK && a+b <= c.kBytes {
+		return false // nothing new, or read before a concurrent look
+	}
+	moved := c.kOK && time.Duration(c.last.Load()) <= c.kAt
+	c.kBytes, c.kAt, c.kOK = a+b, now, true
+	return moved
 }
 
 // idleCheck is called by direction i when it moved no byte since its last
@@ -308,9 +345,15 @@ func (c *conn) touch() {
 // once and either records the bytes it moved (clearing the probe) or finds
 // the probe set by i and agrees the connection is idle. A probe that stays
 // unanswered for IdleTimeout means the other direction is stuck writing to a
-// peer that reads nothing, and the connection is idle too.
+// peer that reads nothing, and the connection is idle too; one that is
+// writing to a slow reader is told apart by the kernel's byte counters,
+// which idleCheck reads at every call (kernelMoved): bytes moving there
+// count as activity, and cancel the probe.
 func (c *conn) idleCheck(i int) (wait time.Duration, expired bool) {
 	now := time.Since(c.start)
+	if c.kernelMoved(now) {
+		c.touchAt(now)
+	}
 	if since := now - time.Duration(c.last.Load()); since < c.idle {
 		return min(c.idle-since, c.window), false
 	}

@@ -1,0 +1,29 @@
+package proxy
+
+import (
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// kernelBytes returns how many payload bytes the kernel has moved on c so
+// far: bytes the peer acknowledged plus bytes received from it
+// (tcpi_bytes_acked + tcpi_bytes_received, TCP_INFO since Linux 4.1; an
+// older kernel leaves both 0, which reads as no progress). The sum only
+// grows, and it grows while a write blocked on a slow reader still drains,
+// which a read deadline cannot see. Keepalive and zero-window probes carry
+// no new bytes and leave it unchanged. ok is false when c is closed.
+func kernelBytes(c *net.TCPConn) (n uint64, ok bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := raw.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil || gerr != nil {
+		return 0, false
+	}
+	return info.Bytes_acked + info.Bytes_received, true
+}
