@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -342,6 +343,43 @@ func TestHTTPConfigUpstreamProtocol(t *testing.T) {
 			t.Errorf("%+v: %v", tc.cfg, err)
 		case !tc.bad && tc.cfg.withDefaults().UpstreamProtocol != tc.want:
 			t.Errorf("%+v: protocol %q, want %q", tc.cfg, tc.cfg.withDefaults().UpstreamProtocol, tc.want)
+		}
+	}
+}
+
+// A gRPC request reaches a plain net/http h2c endpoint with "TE: trailers"
+// (which grpc-go servers do not check, so the grpc-go tests cannot see it),
+// and the endpoint's hand-written gRPC response with its trailers reaches
+// the client.
+func TestGRPCForwardsTETrailers(t *testing.T) {
+	te := make(chan []string, 1)
+	be := startH2CBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		te <- r.Header.Values("Te")
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status, Grpc-Message, X-Custom")
+		msg := []byte("hand-made")
+		w.Write(append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...))
+		w.Header().Set("Grpc-Status", "0")
+		w.Header().Set("X-Custom", "after")
+	}))
+	up := newFakeUpstream(t, be.addr)
+	p := startGRPCProxy(t, HTTPConfig{}, routeAll(t, "grpc.shop"), Upstreams{"grpc.shop": up})
+	cc := dialGRPC(t, p.addr, nil)
+	var out []byte
+	var trl metadata.MD
+	if err := cc.Invoke(callCtx(t), "/any.Service/Method", []byte("q"), &out, grpc.Trailer(&trl)); err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != "hand-made" || !cmp.Equal(trl.Get("x-custom"), []string{"after"}) {
+		t.Errorf("got %q trailer x-custom %q, want hand-made and after", out, trl.Get("x-custom"))
+	}
+	if got := <-te; !cmp.Equal(got, []string{"trailers"}) {
+		t.Errorf("TE at the endpoint %q, want trailers", got)
+	}
+	for _, d := range assertDonesMatchPicks(t, up) {
+		if d.info.Err != nil {
+			t.Errorf("Done err %v, want nil", d.info.Err)
 		}
 	}
 }
