@@ -87,13 +87,14 @@ type OutboundConfig struct {
 	IdleTimeout     Duration `yaml:"idle_timeout" json:"idle_timeout"`
 	ConnectAttempts int      `yaml:"connect_attempts" json:"connect_attempts"`
 
-	// HTTP only.
-	Routes          []RouteConfig `yaml:"routes" json:"routes,omitempty"`
-	ResponseTimeout Duration      `yaml:"response_timeout" json:"response_timeout,omitempty"`
-	HeaderTimeout   Duration      `yaml:"header_timeout" json:"header_timeout,omitempty"`
-	MaxHeaderBytes  int           `yaml:"max_header_bytes" json:"max_header_bytes,omitempty"`
-	MaxBodyBytes    int64         `yaml:"max_body_bytes" json:"max_body_bytes,omitempty"`
-	TrustedProxies  []string      `yaml:"trusted_proxies" json:"trusted_proxies,omitempty"`
+	// HTTP and gRPC only.
+	Routes           []RouteConfig `yaml:"routes" json:"routes,omitempty"`
+	UpstreamProtocol string        `yaml:"upstream_protocol" json:"upstream_protocol,omitempty"`
+	ResponseTimeout  Duration      `yaml:"response_timeout" json:"response_timeout,omitempty"`
+	HeaderTimeout    Duration      `yaml:"header_timeout" json:"header_timeout,omitempty"`
+	MaxHeaderBytes   int           `yaml:"max_header_bytes" json:"max_header_bytes,omitempty"`
+	MaxBodyBytes     int64         `yaml:"max_body_bytes" json:"max_body_bytes,omitempty"`
+	TrustedProxies   []string      `yaml:"trusted_proxies" json:"trusted_proxies,omitempty"`
 }
 
 // InboundConfig is a listener in front of the local application.
@@ -253,7 +254,11 @@ func (c *Config) setDefaults() {
 		o.Balancer = cmpOr(o.Balancer, defaultBalancer)
 		o.ConnectTimeout = cmpOr(o.ConnectTimeout, Dur(defaultConnectTimeout))
 		o.ConnectAttempts = cmpOr(o.ConnectAttempts, defaultConnectAttempts)
-		if o.Protocol == "http" {
+		if o.isHTTP() {
+			if o.Protocol == "grpc" {
+				o.UpstreamProtocol = cmpOr(o.UpstreamProtocol, "h2c")
+			}
+			o.UpstreamProtocol = cmpOr(o.UpstreamProtocol, "http1")
 			o.IdleTimeout = cmpOr(o.IdleTimeout, Dur(defaultHTTPIdleTimeout))
 			o.ResponseTimeout = cmpOr(o.ResponseTimeout, Dur(defaultResponseTimeout))
 			o.HeaderTimeout = cmpOr(o.HeaderTimeout, Dur(defaultHeaderTimeout))
@@ -365,13 +370,19 @@ func (c *Config) validate() []fieldError {
 			if err := discovery.ValidateService(o.Service); err != nil {
 				add(p+".service", "%v", err)
 			}
-		case o.Protocol != "http":
+		case !o.isHTTP():
 			add(p+".service", "required: the upstream service key, like orders.shop")
 		case len(o.Routes) == 0:
-			add(p+".routes", "required: an http listener needs routes, or a service for all requests")
+			add(p+".routes", "required: an %s listener needs routes, or a service for all requests", o.Protocol)
 		}
 		checkProtocol(add, p, o.Protocol, true)
-		if o.Protocol == "http" {
+		if o.isHTTP() {
+			switch {
+			case o.UpstreamProtocol != "http1" && o.UpstreamProtocol != "h2c":
+				add(p+".upstream_protocol", "unknown upstream protocol %q (want http1 or h2c)", o.UpstreamProtocol)
+			case o.Protocol == "grpc" && o.UpstreamProtocol != "h2c":
+				add(p+".upstream_protocol", "gRPC needs HTTP/2 to its upstreams: use h2c (or leave it out)")
+			}
 			if o.Service != "" && len(o.Routes) > 0 {
 				add(p+".service", "set either service (one catch-all route) or routes, not both")
 			}
@@ -401,9 +412,10 @@ func (c *Config) validate() []fieldError {
 		} else {
 			for field, set := range map[string]bool{"routes": len(o.Routes) > 0, "response_timeout": o.ResponseTimeout != (Duration{}),
 				"header_timeout": o.HeaderTimeout != (Duration{}), "max_header_bytes": o.MaxHeaderBytes != 0,
-				"max_body_bytes": o.MaxBodyBytes != 0, "trusted_proxies": len(o.TrustedProxies) > 0} {
+				"max_body_bytes": o.MaxBodyBytes != 0, "trusted_proxies": len(o.TrustedProxies) > 0,
+				"upstream_protocol": o.UpstreamProtocol != ""} {
 				if set {
-					add(p+"."+field, "applies only to protocol: http")
+					add(p+"."+field, "applies only to protocol: http or grpc")
 				}
 			}
 		}
@@ -452,14 +464,14 @@ var balancerNames = balancer.PolicyNames()
 func checkProtocol(add func(string, string, ...any), p, proto string, httpOK bool) {
 	switch proto {
 	case "tcp":
-	case "http":
+	case "http", "grpc":
 		if !httpOK {
 			add(p+".protocol", "%q is not available on inbound listeners yet (want tcp)", proto)
 		}
-	case "http2", "grpc", "auto":
-		add(p+".protocol", "%q is not available yet: use http (HTTP/1.1 and h2c) or tcp", proto)
+	case "http2", "auto":
+		add(p+".protocol", "%q is not available yet: use http (HTTP/1.1 and h2c), grpc or tcp", proto)
 	default:
-		add(p+".protocol", "unknown protocol %q (want tcp or http)", proto)
+		add(p+".protocol", "unknown protocol %q (want tcp, http or grpc)", proto)
 	}
 }
 
@@ -472,6 +484,9 @@ func prevIndex(outs []OutboundConfig, svc string) int {
 	}
 	return -1
 }
+
+// isHTTP reports whether the listener runs the HTTP engine.
+func (o *OutboundConfig) isHTTP() bool { return o.Protocol == "http" || o.Protocol == "grpc" }
 
 func unjoin(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {

@@ -134,7 +134,7 @@ func (h RouteHeaderOps) ops() route.HeaderOps {
 
 // services lists the upstream services the listener can send to.
 func (o *OutboundConfig) services() []string {
-	if o.Protocol != "http" || len(o.Routes) == 0 {
+	if !o.isHTTP() || len(o.Routes) == 0 {
 		return []string{o.Service}
 	}
 	var out []string

@@ -73,7 +73,7 @@ func build(cfg *Config, log *slog.Logger) (*process, error) {
 	var listeners []proxy.Listener
 	popts := proxy.Options{Logger: log.With("component", "proxy")}
 	for _, o := range cfg.Outbound {
-		if o.Protocol == "http" {
+		if o.isHTTP() {
 			l, err := p.httpListener(o, upstream, popts)
 			if err != nil {
 				return nil, fmt.Errorf("outbound %q: %w", o.Name, err)
@@ -142,16 +142,18 @@ func (p *process) httpListener(o OutboundConfig, upstream func(service, policy s
 		trusted = append(trusted, pfx)
 	}
 	return proxy.NewHTTPListener(proxy.HTTPConfig{
-		Name:            o.Name,
-		Listen:          o.Listen,
-		ConnectTimeout:  o.ConnectTimeout.D(),
-		ConnectAttempts: o.ConnectAttempts,
-		ResponseTimeout: o.ResponseTimeout.D(),
-		HeaderTimeout:   o.HeaderTimeout.D(),
-		IdleTimeout:     o.IdleTimeout.D(),
-		MaxHeaderBytes:  o.MaxHeaderBytes,
-		MaxBodyBytes:    o.MaxBodyBytes,
-		TrustedProxies:  trusted,
+		Name:             o.Name,
+		Listen:           o.Listen,
+		ConnectTimeout:   o.ConnectTimeout.D(),
+		ConnectAttempts:  o.ConnectAttempts,
+		ResponseTimeout:  o.ResponseTimeout.D(),
+		HeaderTimeout:    o.HeaderTimeout.D(),
+		IdleTimeout:      o.IdleTimeout.D(),
+		MaxHeaderBytes:   o.MaxHeaderBytes,
+		MaxBodyBytes:     o.MaxBodyBytes,
+		TrustedProxies:   trusted,
+		UpstreamProtocol: o.UpstreamProtocol,
+		GRPC:             o.Protocol == "grpc",
 	}, table, ups, popts), nil
 }
 

@@ -1,6 +1,9 @@
 // Command echo is the small demo backend that Outrigger's demos and tests
 // run behind the proxy.
 //
+// In gRPC mode it serves the standard health service and names itself in
+// an x-echo-name response header.
+//
 // In TCP mode it greets each connection with one line naming itself
 // ("echo-1 hello from 127.0.0.1:9101") and then echoes every byte it
 // receives; when the client half-closes, it finishes echoing and closes. In
@@ -30,14 +33,15 @@ import (
 func main() {
 	name := flag.String("name", "echo", "the name this backend reports in greetings and answers")
 	listen := flag.String("listen", "127.0.0.1:9101", "address to listen on")
-	mode := flag.String("mode", "tcp", "tcp (greet, then echo bytes) or http (answer JSON describing the request)")
+	mode := flag.String("mode", "tcp", "tcp (greet, then echo bytes), http (answer JSON describing the request) or grpc (the grpc.health.v1 service)")
 	dial := flag.String("dial", "", "client mode: connect to this address -n times and print each greeting, then exit")
 	count := flag.Int("n", 1, "client mode: how many connections to open, one after another")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: echo [-name N] [-listen ADDR] [-mode tcp|http]\n"+
 			"       echo -dial ADDR [-n COUNT]\n\n"+
 			"A demo backend: in tcp mode it sends one greeting line naming itself and\n"+
-			"echoes what it receives; in http mode it answers JSON naming itself.\n"+
+			"echoes what it receives; in http mode it answers JSON naming itself; in grpc\n"+
+			"mode it serves grpc.health.v1 and names itself in an x-echo-name header.\n"+
 			"With -dial it is a client: it prints the greeting of each of COUNT connections.\n\n")
 		flag.PrintDefaults()
 	}
@@ -63,8 +67,10 @@ func main() {
 		err = serveTCP(ctx, ln, *name)
 	case "http":
 		err = serveHTTP(ctx, ln, *name)
+	case "grpc":
+		err = serveGRPC(ctx, ln, *name)
 	default:
-		err = fmt.Errorf("unknown -mode %q: want tcp or http", *mode)
+		err = fmt.Errorf("unknown -mode %q: want tcp, http or grpc", *mode)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "echo: %v\n", err)

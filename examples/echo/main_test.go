@@ -10,6 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 )
 
 func TestTCPGreetsThenEchoesUntilHalfClose(t *testing.T) {
@@ -105,4 +110,34 @@ func TestGreetingsClientPrintsEachConnection(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+func TestGRPCServesHealthAndNamesItself(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveGRPC(ctx, ln, "grpc-3") }()
+
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	var hdr metadata.MD
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	resp, err := healthpb.NewHealthClient(cc).Check(cctx, &healthpb.HealthCheckRequest{}, grpc.Header(&hdr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING || len(hdr.Get("x-echo-name")) != 1 || hdr.Get("x-echo-name")[0] != "grpc-3" {
+		t.Errorf("status %v, x-echo-name %v; want SERVING from grpc-3", resp.GetStatus(), hdr.Get("x-echo-name"))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serveGRPC: %v", err)
+	}
 }

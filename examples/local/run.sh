@@ -25,6 +25,10 @@ for i in 1 2; do
 done
 "$BIN/echo" -name "api-1" -listen "127.0.0.1:9301" -mode http 2>/dev/null &
 pids+=($!)
+for i in 1 2; do
+	"$BIN/echo" -name "grpc-$i" -listen "127.0.0.1:940$i" -mode grpc 2>/dev/null &
+	pids+=($!)
+done
 "$BIN/outrigger" run -c examples/local/outrigger.yaml &
 pids+=($!)
 
@@ -43,6 +47,8 @@ cat <<'HINTS'
     curl -s 127.0.0.1:9080/shop            # HTTP: routed to web.demo (web-1, web-2)
     curl -s 127.0.0.1:9080/api/orders      # HTTP: routed to api.demo as /orders
     curl -s --http2-prior-knowledge 127.0.0.1:9080/   # the same over h2c
+    # gRPC on 127.0.0.1:9090: grpc.health.v1.Health/Check, balanced per call over
+    # grpc-1 and grpc-2 (any gRPC client; the x-echo-name header names the backend)
     curl -s 127.0.0.1:15000/endpoints      # endpoints, their source and in-flight counts
     curl -s 127.0.0.1:15000/ready          # readiness, with reasons when not ready
     curl -s 127.0.0.1:15000/config         # the effective config

@@ -49,7 +49,7 @@ func TestAdminEndpointsShowInFlightConnections(t *testing.T) {
 			echo = i
 		}
 	}
-	if diff := cmp.Diff(services, []string{"echo.demo/round_robin", "api.demo/least_conn", "web.demo/least_conn"}); diff != "" {
+	if diff := cmp.Diff(services, []string{"echo.demo/round_robin", "api.demo/least_conn", "web.demo/least_conn", "grpc.demo/round_robin"}); diff != "" {
 		t.Fatalf("upstreams (-got +want):\n%s", diff)
 	}
 	type row struct {
@@ -92,7 +92,7 @@ func TestAdminEndpointsShowInFlightConnections(t *testing.T) {
 	var cfg struct {
 		Outbound []struct{ Listen, Service, Balancer, ConnectTimeout string } `json:"outbound"`
 	}
-	if code, body := getJSON(t, "http://127.0.0.1:15000/config", &cfg); code != http.StatusOK || len(cfg.Outbound) != 2 ||
+	if code, body := getJSON(t, "http://127.0.0.1:15000/config", &cfg); code != http.StatusOK || len(cfg.Outbound) != 3 ||
 		cfg.Outbound[0].Listen != proxyAddr || cfg.Outbound[0].Service != "echo.demo" {
 		t.Errorf("/config = %d %s", code, body)
 	}

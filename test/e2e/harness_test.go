@@ -138,12 +138,16 @@ func demo(t *testing.T) (dir string) {
 		start(t, "echo", "-name", b.name, "-listen", b.addr, "-mode", "http")
 		waitDial(t, b.addr)
 	}
+	for _, b := range []struct{ name, addr string }{{"grpc-1", "127.0.0.1:9401"}, {"grpc-2", "127.0.0.1:9402"}} {
+		start(t, "echo", "-name", b.name, "-listen", b.addr, "-mode", "grpc")
+		waitDial(t, b.addr)
+	}
 	return dir
 }
 
 // demoPorts are the fixed ports of examples/local; the tests check they are
 // free first, so a stray process cannot answer in place of the one under test.
-var demoPorts = []string{"9000", "9080", "15000", "9101", "9102", "9103", "9201", "9202", "9301"}
+var demoPorts = []string{"9000", "9080", "9090", "15000", "9101", "9102", "9103", "9201", "9202", "9301", "9401", "9402"}
 
 func requireFreePorts(t *testing.T) {
 	t.Helper()
