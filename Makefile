@@ -18,7 +18,7 @@ build:
 run: build
 	BIN=$(BIN) ./examples/local/run.sh
 
-## test: everything CI runs — vet, format check, unit tests with -race, end-to-end tests, short fuzz runs
+## test: everything CI runs — vet, format check, unit tests with -race, end-to-end tests, short fuzz runs (3 × 10 s)
 test: lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=10s
@@ -28,6 +28,7 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/outrigger/
 	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./proxy/route/
+	$(GO) test -run '^$$' -fuzz '^FuzzGuardSplitInvariance$$' -fuzztime $(FUZZTIME) ./proxy/
 
 ## lint: go vet plus a gofmt check
 lint:
