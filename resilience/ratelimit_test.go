@@ -1,0 +1,104 @@
+package resilience
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+type verdict struct {
+	OK         bool
+	RetryAfter int
+}
+
+func allowN(n int, allow func() (bool, int)) []verdict {
+	var v []verdict
+	for range n {
+		ok, ra := allow()
+		v = append(v, verdict{ok, ra})
+	}
+	return v
+}
+
+func TestLimiter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := NewLimiter(RateLimitConfig{Rate: 2, Burst: 3})
+		// The burst, then 429 with Retry-After 1 (a token is 500ms away,
+		// rounded up to whole seconds).
+		want := []verdict{{true, 0}, {true, 0}, {true, 0}, {false, 1}, {false, 1}}
+		if diff := cmp.Diff(allowN(5, l.Allow), want); diff != "" {
+			t.Errorf("burst (-got +want):\n%s", diff)
+		}
+		// Counted, not timed: over 10s at 2/s exactly 20 more pass.
+		passed := 0
+		for range 100 {
+			time.Sleep(100 * time.Millisecond)
+			if ok, _ := l.Allow(); ok {
+				passed++
+			}
+		}
+		if passed != 20 {
+			t.Errorf("over 10s at rate 2: %d allowed, want 20", passed)
+		}
+
+		slow := NewLimiter(RateLimitConfig{Rate: 0.1}) // one per 10s, burst 1
+		want = []verdict{{true, 0}, {false, 10}}
+		if diff := cmp.Diff(allowN(2, slow.Allow), want); diff != "" {
+			t.Errorf("rate 0.1 (-got +want):\n%s", diff)
+		}
+		time.Sleep(2500 * time.Millisecond)
+		if diff := cmp.Diff(allowN(1, slow.Allow), []verdict{{false, 8}}); diff != "" {
+			t.Errorf("2.5s later (-got +want):\n%s", diff) // 7.5s rounded up
+		}
+	})
+}
+
+func TestClientLimiter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := NewClientLimiter[netip.Addr](RateLimitConfig{Rate: 1, MaxClients: 4, IdleAfter: time.Minute})
+		a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+		// Separate buckets per client.
+		got := []verdict{}
+		for _, k := range []netip.Addr{a, a, b, b} {
+			ok, ra := c.Allow(k)
+			got = append(got, verdict{ok, ra})
+		}
+		if diff := cmp.Diff(got, []verdict{{true, 0}, {false, 1}, {true, 0}, {false, 1}}); diff != "" {
+			t.Errorf("two clients (-got +want):\n%s", diff)
+		}
+		// Many clients: the table stays within MaxClients, and a client
+		// seen all along keeps its (empty) bucket.
+		for i := range 100 {
+			c.Allow(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
+			if ok, _ := c.Allow(a); ok {
+				t.Fatalf("client a got a token back after %d others came", i)
+			}
+			if n := c.Len(); n > 4 {
+				t.Fatalf("table holds %d clients, max 4", n)
+			}
+		}
+		// Idle clients go: after two IdleAfter turns only the active one
+		// remains.
+		time.Sleep(time.Minute)
+		c.Allow(a)
+		time.Sleep(time.Minute)
+		c.Allow(a)
+		if n := c.Len(); n != 1 {
+			t.Errorf("after two idle minutes: %d clients, want 1", n)
+		}
+	})
+}
+
+func TestRateLimitValidate(t *testing.T) {
+	err := RateLimitConfig{Rate: -1, Burst: -1, MaxClients: -1, IdleAfter: -1}.Validate()
+	if err == nil || strings.Count(err.Error(), "\n") != 3 {
+		t.Errorf("Validate = %v, want four problems", err)
+	}
+	if (RateLimitConfig{}).Enabled() {
+		t.Error("zero config enabled")
+	}
+}
