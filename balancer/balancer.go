@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/outrigger-mesh/outrigger/discovery"
+	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
 // Watcher is what the balancer consumes from the catalog;
@@ -30,7 +33,23 @@ type Config struct {
 	// Locality is this node's own locality; endpoints in the same zone, then
 	// the same cluster, are preferred. Empty means no preference.
 	Locality discovery.Locality
+
+	// Breaker gives every endpoint a circuit breaker: an open breaker takes
+	// the endpoint out of the picker; half-open, it is back in, and the
+	// breaker admits its probes. nil, or a config that enables nothing,
+	// means off.
+	Breaker *resilience.BreakerConfig
+	// Outlier ejects endpoints after runs of failures, never more than
+	// its MaxEjectionShare of the ready endpoints. nil or empty: off.
+	Outlier *resilience.OutlierConfig
+	// Health checks every ready endpoint actively while Run runs; an
+	// unhealthy endpoint leaves the picker. nil or empty: off.
+	Health *resilience.HealthConfig
 }
+
+func (c Config) breakerOn() bool { return c.Breaker != nil && c.Breaker.Enabled() }
+func (c Config) outlierOn() bool { return c.Outlier != nil && c.Outlier.Enabled() }
+func (c Config) healthOn() bool  { return c.Health != nil && c.Health.Enabled() }
 
 // Validate reports every problem of c, joined; each message names its field.
 func (c Config) Validate() error {
@@ -43,7 +62,33 @@ func (c Config) Validate() error {
 	if _, err := PolicyByName(c.Policy); err != nil {
 		errs = append(errs, fmt.Errorf("balancer: policy: %w", err))
 	}
+	if c.Breaker != nil {
+		errs = append(errs, prefixed(c.Breaker.Validate())...)
+	}
+	if c.Outlier != nil {
+		errs = append(errs, prefixed(c.Outlier.Validate())...)
+	}
+	if c.Health != nil {
+		errs = append(errs, prefixed(c.Health.Validate())...)
+	}
 	return errors.Join(errs...)
+}
+
+// prefixed returns each problem of a joined error with "balancer: " in
+// front, so that every line of Validate's answer names its component.
+func prefixed(err error) []error {
+	if err == nil {
+		return nil
+	}
+	list := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	}
+	out := make([]error, len(list))
+	for i, e := range list {
+		out[i] = fmt.Errorf("balancer: %w", e)
+	}
+	return out
 }
 
 // Options are a Balancer's dependencies.
@@ -63,6 +108,9 @@ type Balancer struct {
 	policy  Policy
 	log     *slog.Logger
 	watcher Watcher
+	// wake has capacity 1: Done, breakers and health checkers signal
+	// that endpoint state changed; Run rebuilds the picker. Coalesced.
+	wake chan struct{}
 
 	// Published by Run; read by Pick, Status and Ready from any goroutine.
 	cur     atomic.Pointer[generation]
@@ -70,8 +118,15 @@ type Balancer struct {
 	running atomic.Bool
 
 	// Owned by the goroutine in Run.
-	states map[string]*EndpointState // by endpoint ID, every endpoint of the snapshot
-	tier   tierKey                   // of the last published picker, for logging
+	states   map[string]*EndpointState // by endpoint ID, every endpoint of the snapshot
+	snap     *discovery.Snapshot       // the last applied
+	tier     tierKey                   // of the last published picker, for logging
+	deadline time.Time                 // next breaker or ejection expiry; zero: none
+	health   *resilience.HealthMonitor // while Run runs with health checks on
+
+	// published, when set (by tests, before Run), is called on the
+	// control goroutine after every picker it publishes.
+	published func()
 }
 
 // generation is everything one snapshot produced. Immutable once stored.
@@ -103,6 +158,7 @@ func New(cfg Config, opts Options) (*Balancer, error) {
 		policy:  policy,
 		log:     log,
 		watcher: opts.Watcher,
+		wake:    make(chan struct{}, 1),
 		states:  map[string]*EndpointState{},
 		tier:    noTier,
 	}, nil
@@ -116,16 +172,42 @@ func (b *Balancer) Service() string { return b.cfg.Service }
 func (b *Balancer) Ready() bool { return b.ready.Load() }
 
 // Run is the control goroutine of this upstream: it applies every snapshot
-// the Watcher delivers until ctx ends, then returns nil. The last picker
-// stays published after Run returns, so picks keep working while the data
-// plane drains. Only one Run may be active at a time.
+// the Watcher delivers, runs the endpoints' health checks, and rebuilds the
+// picker when a breaker, an ejection or a health check changes an
+// endpoint's eligibility, until ctx ends; then it stops the health checks
+// and returns nil. The last picker stays published after Run returns, so
+// picks keep working while the data plane drains. Only one Run may be
+// active at a time.
 func (b *Balancer) Run(ctx context.Context) error {
 	if !b.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("balancer: service %q: Run is already running", b.cfg.Service)
 	}
 	defer b.running.Store(false)
+	if b.cfg.healthOn() {
+		hm, err := resilience.NewHealthMonitor(*b.cfg.Health)
+		if err != nil {
+			return fmt.Errorf("balancer: service %q: %w", b.cfg.Service, err)
+		}
+		b.health = hm
+		defer func() {
+			hm.Close()
+			b.health = nil
+			b.forgetHealth()
+		}()
+		if b.snap != nil {
+			b.syncHealth(ctx)
+		}
+	}
 	ch := b.watcher.Watch(ctx, b.cfg.Service)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
+		var expiry <-chan time.Time
+		if !b.deadline.IsZero() {
+			timer.Reset(time.Until(b.deadline))
+			expiry = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -138,8 +220,22 @@ func (b *Balancer) Run(ctx context.Context) error {
 			}
 			if snap != nil {
 				b.apply(snap)
+				b.syncHealth(ctx)
 			}
+		case <-b.wake:
+			b.refresh()
+		case <-expiry:
+			b.refresh()
 		}
+	}
+}
+
+// signal tells Run that some endpoint's state changed. It never blocks:
+// one pending signal stands for any number.
+func (b *Balancer) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -171,6 +267,41 @@ var _ Picker = (*Balancer)(nil)
 
 // apply reconciles live state with snap and publishes a new picker.
 func (b *Balancer) apply(snap *discovery.Snapshot) {
+	// Reconcile by ID: an endpoint that stays keeps its state object (and so
+	// its in-flight count, breaker and ejection); a new one starts afresh; a
+	// removed one is dropped here, while its open connections' Done still
+	// hold it.
+	states := make(map[string]*EndpointState, len(snap.Endpoints))
+	for i := range snap.Endpoints {
+		id := snap.Endpoints[i].ID
+		st := b.states[id]
+		if st == nil {
+			st = b.newState(id)
+		}
+		states[id] = st
+	}
+	b.states = states
+	b.snap = snap
+	if snap.Answered {
+		b.ready.Store(true)
+	}
+	b.publish(true)
+}
+
+// refresh rebuilds the picker of the current snapshot after endpoint state
+// changed (a breaker, an ejection, a health check), publishing it only
+// when the eligible endpoints differ.
+func (b *Balancer) refresh() {
+	if b.snap != nil {
+		b.publish(false)
+	}
+}
+
+// publish builds the generation of b.snap with the endpoints' current
+// resilience state and stores it; unless force, only when eligibility
+// changed.
+func (b *Balancer) publish(force bool) {
+	snap := b.snap
 	n := len(snap.Endpoints)
 	g := &generation{
 		snap:     snap,
@@ -178,54 +309,70 @@ func (b *Balancer) apply(snap *discovery.Snapshot) {
 		ranks:    make([]uint8, n),
 		eligible: make([]bool, n),
 	}
-	// Reconcile by ID: an endpoint that stays keeps its state object (and so
-	// its in-flight count); a new one starts at zero; a removed one is
-	// dropped here, while its open connections' Done still hold it.
-	states := make(map[string]*EndpointState, n)
-	best := noTier
 	for i := range snap.Endpoints {
-		ep := &snap.Endpoints[i]
-		st := b.states[ep.ID]
-		if st == nil {
-			st = newEndpointState()
-		}
-		states[ep.ID] = st
-		g.states[i] = st
-		g.ranks[i] = localityRank(b.cfg.Locality, ep.Locality)
-		if ep.State == discovery.StateReady {
-			if k := (tierKey{ep.Priority, g.ranks[i]}); k.less(best) {
-				best = k
-			}
-		}
+		g.states[i] = b.states[snap.Endpoints[i].ID]
+		g.ranks[i] = localityRank(b.cfg.Locality, snap.Endpoints[i].Locality)
 	}
-	b.states = states
-
+	now := time.Now()
+	usable, halfOpen := b.usable(g, now)
+	best := bestTier(g, usable, halfOpen)
 	var tier []Candidate
 	for i := range snap.Endpoints {
 		ep := &snap.Endpoints[i]
-		if ep.State == discovery.StateReady && (tierKey{ep.Priority, g.ranks[i]}) == best {
+		k := tierKey{ep.Priority, g.ranks[i]}
+		// A half-open endpoint of a nearer tier joins to take its
+		// probes; the picker skips it while it admits none.
+		if usable[i] && (k == best || halfOpen[i] && k.less(best)) {
 			g.eligible[i] = true
 			tier = append(tier, Candidate{Endpoint: ep, State: g.states[i]})
 		}
+	}
+	if old := b.cur.Load(); !force && old != nil && old.snap == snap && slices.Equal(old.eligible, g.eligible) {
+		return
 	}
 	if len(tier) > 0 {
 		g.picker = b.policy.Build(tier)
 	}
 	b.cur.Store(g)
-	if snap.Answered {
-		b.ready.Store(true)
+	if b.published != nil {
+		b.published()
 	}
 
-	b.log.Debug("snapshot applied", "version", snap.Version, "endpoints", n, "eligible", len(tier))
+	b.log.Debug("picker built", "version", snap.Version, "endpoints", n, "eligible", len(tier))
 	switch {
 	case best == b.tier:
 	case len(tier) == 0:
-		b.log.Warn("no ready endpoints", "version", snap.Version, "endpoints", n)
+		b.log.Warn("no usable endpoints", "version", snap.Version, "endpoints", n)
 	default:
 		b.log.Info("using endpoint tier", "version", snap.Version,
 			"priority", best.priority, "locality_rank", best.rank, "eligible", len(tier))
 	}
 	b.tier = best
+}
+
+// bestTier is the tier picks come from: the best one among usable
+// endpoints whose breaker is closed, or when there is none, among the
+// half-open ones. A half-open endpoint admits only its few probes, so a tier
+// chosen for it alone would refuse every other pick while healthy endpoints
+// of the next tier wait (failover must not depend on probes).
+func bestTier(g *generation, usable, halfOpen []bool) tierKey {
+	best, bestHalf := noTier, noTier
+	for i := range g.snap.Endpoints {
+		k := tierKey{g.snap.Endpoints[i].Priority, g.ranks[i]}
+		switch {
+		case !usable[i]:
+		case halfOpen[i]:
+			if k.less(bestHalf) {
+				bestHalf = k
+			}
+		case k.less(best):
+			best = k
+		}
+	}
+	if best == noTier {
+		return bestHalf
+	}
+	return best
 }
 
 // tierKey orders eligible endpoints: lower priority first, then nearer.

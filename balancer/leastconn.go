@@ -40,38 +40,103 @@ func (p *leastConnPicker) Pick(info *PickInfo) (PickResult, error) {
 	case n == 0:
 		return PickResult{}, ErrNoEndpoints
 	case n <= fullScanMax:
-		i := p.scan(info)
-		if i < 0 { // every endpoint was tried: pick among all
-			i = p.scan(nil)
+		i := p.scanAll(info, false)
+		if r, ok := p.cands[i].takeClosed(); ok {
+			return r, nil
 		}
-		return p.cands[i].Take(), nil
+		return p.pickSlow(i, info)
 	}
-	// Power of two random choices: the less loaded of two random draws.
-	var i, j int
-	if p.alias != nil {
-		i, j = p.alias.draw(), p.alias.draw()
-	} else {
-		i = rand.IntN(n)
-		j = rand.IntN(n - 1)
-		if j >= i {
-			j++
-		}
+	i := p.twoChoices(info, false)
+	if r, ok := p.cands[i].takeClosed(); ok {
+		return r, nil
 	}
-	i, j = avoidTried(p.cands, i, info), avoidTried(p.cands, j, info)
-	// On a tie keep i: both draws are random, so that is a random choice.
-	if less(p.cands[j], p.cands[i]) {
-		i = j
-	}
-	return p.cands[i].Take(), nil
+	return p.pickSlow(i, info)
 }
 
-// scan returns the least loaded candidate not tried in info, or -1 when all
-// were tried. Ties are resolved by weighted reservoir sampling.
-func (p *leastConnPicker) scan(info *PickInfo) int {
+// pickSlow is Pick when c[i]'s breaker is not closed: c[i] itself if it
+// admits (a half-open probe), else the policy's choice again among the
+// candidates that can admit. A refused endpoint stays least loaded (its
+// picks are refused), so without this every pick it wins would go to one
+// neighbour and pile load there.
+func (p *leastConnPicker) pickSlow(i int, info *PickInfo) (PickResult, error) {
+	if r, ok := p.cands[i].Take(); ok {
+		return r, nil
+	}
+	for range redraws {
+		var j int
+		if len(p.cands) <= fullScanMax {
+			j = p.scanAll(info, true)
+		} else {
+			j = p.twoChoices(info, true)
+		}
+		if j < 0 {
+			break // none admits
+		}
+		if r, ok := p.cands[j].Take(); ok {
+			return r, nil
+		}
+	}
+	return takeSlow(p.cands, i, info)
+}
+
+// scanAll is scan, among all candidates when every one was tried; -1 only
+// when admit is set and none is admittable.
+func (p *leastConnPicker) scanAll(info *PickInfo, admit bool) int {
+	i := p.scan(info, admit)
+	if i < 0 && info != nil && info.NTried > 0 {
+		i = p.scan(nil, admit)
+	}
+	return i
+}
+
+// twoChoices is power of two random choices: the less loaded of two
+// random draws (in proportion to weight). With admit, draws that cannot
+// admit are discarded, a few times over; -1 when none could.
+func (p *leastConnPicker) twoChoices(info *PickInfo, admit bool) int {
+	n := len(p.cands)
+	for range redraws {
+		var i, j int
+		if p.alias != nil {
+			i, j = p.alias.draw(), p.alias.draw()
+		} else {
+			i = rand.IntN(n)
+			j = rand.IntN(n - 1)
+			if j >= i {
+				j++
+			}
+		}
+		i, j = avoidTried(p.cands, i, info), avoidTried(p.cands, j, info)
+		if admit {
+			switch ai, aj := p.cands[i].admittable(), p.cands[j].admittable(); {
+			case !ai && !aj:
+				continue
+			case !ai:
+				return j
+			case !aj:
+				return i
+			}
+		}
+		// On a tie keep i: both draws are random, so that is a random
+		// choice.
+		if less(p.cands[j], p.cands[i]) {
+			i = j
+		}
+		return i
+	}
+	return -1
+}
+
+// scan returns the least loaded candidate not tried in info (and with
+// admit, admittable), or -1 when there is none. Ties are resolved by
+// weighted reservoir sampling.
+func (p *leastConnPicker) scan(info *PickInfo, admit bool) int {
 	best, tieWeight := -1, int64(0)
 	var bestLoad, bestWeight int64
 	for i, c := range p.cands {
 		if info != nil && info.NTried > 0 && info.WasTried(c.Endpoint.Addr) {
+			continue
+		}
+		if admit && !c.admittable() {
 			continue
 		}
 		load, w := c.State.inFlight.Load(), c.weight()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/discovery"
+	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
 // ErrNoEndpoints is returned by Pick when the service has no endpoint that
@@ -51,6 +52,14 @@ type DoneInfo struct {
 	Err error
 	// Duration is how long the connection or request lasted.
 	Duration time.Duration
+	// Outcome classifies the attempt for circuit breakers and outlier
+	// detection: the response status (a 5xx counts against the endpoint,
+	// a 4xx does not), the gRPC status, a reset, a refused stream, a
+	// timeout. The zero value means "derive it from Err"
+	// (resilience.KindOf): nil is a success, a failed dial a connect
+	// failure, context.Canceled neutral (the client left; it counts
+	// neither way), any other error a failure.
+	Outcome resilience.Outcome
 }
 
 // PickResult is what Pick chose.
@@ -58,8 +67,8 @@ type PickResult struct {
 	// Endpoint points into the immutable snapshot the picker was built from.
 	Endpoint *discovery.Endpoint
 	// Done must be called exactly once, when the connection or request ends,
-	// from any goroutine. It feeds least-connection counts (and, later,
-	// breakers and outlier detection). It is never nil.
+	// from any goroutine. It feeds least-connection counts, the endpoint's
+	// circuit breaker and outlier detection. It is never nil.
 	Done func(DoneInfo)
 }
 

@@ -40,7 +40,31 @@ func (p *roundRobinPicker) Pick(info *PickInfo) (PickResult, error) {
 	}
 	n := p.next.Add(1) - 1
 	i := avoidTried(p.cands, int(p.sched[n%uint64(len(p.sched))]), info)
-	return p.cands[i].Take(), nil
+	if r, ok := p.cands[i].takeClosed(); ok {
+		return r, nil
+	}
+	return p.pickSlow(i, info)
+}
+
+// pickSlow is Pick when c[i]'s breaker is not closed: c[i] itself if it
+// admits (a half-open probe), else a random slot of the schedule — a draw
+// in proportion to weight — among the candidates that can admit, so a
+// refused endpoint's share spreads over the others by weight instead of
+// going to its neighbour in the rotation.
+func (p *roundRobinPicker) pickSlow(i int, info *PickInfo) (PickResult, error) {
+	if r, ok := p.cands[i].Take(); ok {
+		return r, nil
+	}
+	for range redraws {
+		j := avoidTried(p.cands, int(p.sched[rand.IntN(len(p.sched))]), info)
+		if j == i || !p.cands[j].admittable() {
+			continue
+		}
+		if r, ok := p.cands[j].Take(); ok {
+			return r, nil
+		}
+	}
+	return takeSlow(p.cands, i, info)
 }
 
 // schedule interleaves the candidates in proportion to their weights by

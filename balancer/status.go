@@ -1,6 +1,11 @@
 package balancer
 
-import "github.com/outrigger-mesh/outrigger/discovery"
+import (
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/discovery"
+	"github.com/outrigger-mesh/outrigger/resilience"
+)
 
 // Status is a point-in-time view of one upstream for the admin API. Counters
 // are read atomically one by one, so a Status taken under load is not an
@@ -28,13 +33,47 @@ type EndpointStatus struct {
 	// LocalityRank is 0 for this node's zone (or any endpoint when the node
 	// has no locality), 1 for its cluster, 2 elsewhere.
 	LocalityRank int `json:"locality_rank"`
-	// Eligible says the endpoint is in the current picker: ready and in the
-	// best tier.
+	// Eligible says the endpoint is in the current picker: ready, healthy,
+	// its breaker not open, not ejected, and in the best tier.
 	Eligible bool `json:"eligible"`
 	// InFlight is the number of picks whose Done has not been called.
 	InFlight int64 `json:"in_flight"`
 	// Picks is the total number of picks since the endpoint (by ID) appeared.
 	Picks uint64 `json:"picks"`
+	// Breaker, Outlier and Health are the endpoint's resilience state; each
+	// is nil (absent in JSON) when the feature is off.
+	Breaker *BreakerStatus `json:"breaker,omitempty"`
+	Outlier *OutlierStatus `json:"outlier,omitempty"`
+	Health  *HealthStatus  `json:"health,omitempty"`
+}
+
+// BreakerStatus is an endpoint's circuit breaker.
+type BreakerStatus struct {
+	// State is "closed", "open" or "half-open".
+	State resilience.BreakerState `json:"state"`
+	// Trips counts the openings since the breaker was last closed.
+	Trips uint32 `json:"trips"`
+	// OpenUntil is when an open breaker admits probes; absent otherwise.
+	OpenUntil *time.Time `json:"open_until,omitempty"`
+}
+
+// OutlierStatus is an endpoint's outlier ejection.
+type OutlierStatus struct {
+	Ejected bool `json:"ejected"`
+	// Ejections counts the ejections in a row (they grow the ejection time).
+	Ejections int32 `json:"ejections"`
+	// EjectedUntil is when the current ejection ends; absent when not
+	// ejected.
+	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
+	// Reason is the run of failures that ejected the endpoint, named as in
+	// the config ("consecutive-5xx", "consecutive-gateway-errors",
+	// "consecutive-local-origin-failures"); absent when not ejected.
+	Reason string `json:"reason,omitempty"`
+}
+
+// HealthStatus is an endpoint's active health.
+type HealthStatus struct {
+	Healthy bool `json:"healthy"`
 }
 
 // Status returns the upstream's current state. Safe from any goroutine.
@@ -52,13 +91,33 @@ func (b *Balancer) Status() Status {
 	s.Version, s.Known, s.Answered = g.snap.Version, g.snap.Known, g.snap.Answered
 	s.Endpoints = make([]EndpointStatus, len(g.snap.Endpoints))
 	for i := range g.snap.Endpoints {
-		s.Endpoints[i] = EndpointStatus{
+		st := g.states[i]
+		e := EndpointStatus{
 			Endpoint:     g.snap.Endpoints[i],
 			LocalityRank: int(g.ranks[i]),
 			Eligible:     g.eligible[i],
-			InFlight:     g.states[i].InFlight(),
-			Picks:        g.states[i].Picks(),
+			InFlight:     st.InFlight(),
+			Picks:        st.Picks(),
 		}
+		if st.breaker != nil {
+			e.Breaker = &BreakerStatus{State: st.breaker.State(), Trips: st.breaker.Trips()}
+			if e.Breaker.State == resilience.BreakerOpen {
+				t := st.breaker.OpenUntil()
+				e.Breaker.OpenUntil = &t
+			}
+		}
+		if st.outlier != nil {
+			e.Outlier = &OutlierStatus{Ejected: st.ejected.Load(), Ejections: st.ejections.Load()}
+			if e.Outlier.Ejected {
+				t := time.Unix(0, st.ejectedUntil.Load())
+				e.Outlier.EjectedUntil = &t
+				e.Outlier.Reason = resilience.EjectReason(st.ejectReason.Load()).String()
+			}
+		}
+		if b.cfg.healthOn() {
+			e.Health = &HealthStatus{Healthy: !st.unhealthy.Load()}
+		}
+		s.Endpoints[i] = e
 	}
 	return s
 }
