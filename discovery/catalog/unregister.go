@@ -1,0 +1,56 @@
+package catalog
+
+import (
+	"errors"
+	"fmt"
+)
+
+// UnregisterSource forgets a source: its registration and its view of every
+// service, in one write txn. Services it contributed endpoints to get a new
+// snapshot without them, and services it had not answered for may become
+// answered. The caller stops the source first; an Apply or Synced from it
+// afterwards fails as from any unregistered source. The name may be
+// registered again (cmd/outrigger does, for a source whose config changed
+// on reload).
+func (c *Catalog) UnregisterSource(name string) error {
+	if err := c.unregister(name); err != nil {
+		return fmt.Errorf("catalog: unregister source %q: %w", name, err)
+	}
+	return nil
+}
+
+func (c *Catalog) unregister(name string) error {
+	txn := c.db.Txn(true)
+	defer txn.Abort()
+	src, err := lookupSource(txn, name)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		return errors.New("source is not registered")
+	}
+	var views []*viewRow
+	it, err := txn.Get(tableView, indexID)
+	if err != nil {
+		return err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if v := raw.(*viewRow); v.source == name {
+			views = append(views, v)
+		}
+	}
+	for _, v := range views {
+		if err := txn.Delete(tableView, v); err != nil {
+			return err
+		}
+	}
+	if err := txn.Delete(tableSource, src); err != nil {
+		return err
+	}
+	// Every service: the registry changed, which can flip Answered.
+	if err := c.rebuildAll(txn); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}

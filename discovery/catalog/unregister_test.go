@@ -1,0 +1,61 @@
+package catalog
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/outrigger-mesh/outrigger/discovery"
+)
+
+func TestUnregisterSource(t *testing.T) {
+	c := newCatalog(t, reg{"a", 0}, reg{"b", 1}, reg{"late", 0})
+	a1, b1 := ep("1", "10.0.0.1:80"), ep("1", "10.0.0.2:80")
+	mustApply(t, c, discovery.Update{Source: "a", Service: "s.ns", Endpoints: eps(a1)})
+	mustApply(t, c, discovery.Update{Source: "b", Service: "s.ns", Endpoints: eps(b1)})
+	mustApply(t, c, discovery.Update{Source: "b", Service: "only-b.ns", Endpoints: eps(b1)})
+	c.Synced("a")
+	c.Synced("b")
+	if c.Snapshot("s.ns").Answered {
+		t.Fatal("answered while source late has not synced")
+	}
+	before := c.Snapshot("s.ns").Version
+
+	if err := c.UnregisterSource("b"); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Snapshot("s.ns")
+	want := &discovery.Snapshot{Service: "s.ns", Known: true, Endpoints: eps(pub("a", 0, a1))}
+	if diff := cmp.Diff(got, want, cmpSnap); diff != "" {
+		t.Errorf("s.ns after unregistering b (-got +want):\n%s", diff)
+	}
+	if got.Version <= before {
+		t.Errorf("version %d after the change, was %d", got.Version, before)
+	}
+	if snap := c.Snapshot("only-b.ns"); snap.Known || len(snap.Endpoints) != 0 {
+		t.Errorf("only-b.ns still known: %+v", snap)
+	}
+	if err := c.Apply(discovery.Update{Source: "b", Service: "s.ns", Endpoints: eps(b1)}); err == nil {
+		t.Error("Apply from an unregistered source succeeded")
+	}
+
+	// The source that never synced no longer holds the answer back.
+	if err := c.UnregisterSource("late"); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Snapshot("s.ns").Answered {
+		t.Error("s.ns unanswered after the only unsynced source was unregistered")
+	}
+
+	// Registered again, a name starts over.
+	if err := c.RegisterSource("b", 2); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, c, discovery.Update{Source: "b", Service: "s.ns", Endpoints: eps(b1)})
+	if eps := c.Snapshot("s.ns").Endpoints; len(eps) != 2 || eps[1].Priority != 2 {
+		t.Errorf("after registering b again with priority 2: %+v", eps)
+	}
+	if err := c.UnregisterSource("nope"); err == nil {
+		t.Error("unregistering an unknown source succeeded")
+	}
+}
