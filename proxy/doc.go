@@ -33,26 +33,58 @@
 // the data path allocates nothing per chunk.
 //
 // HTTP engine (HTTPListener): HTTP/1.1 and cleartext HTTP/2 with prior
-// knowledge (h2c) on one port, served by net/http. Each request is matched
-// against a route.Table; a redirect or fixed-response route is answered at
+// knowledge (h2c) on one port. Each request is matched against the
+// listener's route.Table (swapped atomically by SetRoutes for requests that
+// start afterwards); a redirect or fixed-response route is answered at
 // once, otherwise the route picks a service, the service's Upstream picks an
 // endpoint for this request alone (so one keep-alive or HTTP/2 connection is
-// spread over all endpoints), and httputil.ReverseProxy forwards it over the
-// listener's pooled http.Transport: HTTP/1.1 by default (connections pooled
-// per endpoint address), or with HTTPConfig.UpstreamProtocol "h2c" HTTP/2
-// with prior knowledge (one connection per endpoint carrying every stream,
-// another only when the endpoint's stream limit is reached; upgrade
-// requests still go over HTTP/1.1). A dial failure is retried on another endpoint
-// (HTTPConfig.ConnectAttempts); no other failure is. Done is called exactly
-// once per pick: at once for a failed attempt, else when the response body
-// has been copied (EOF; a 5xx reports a *StatusError), failed, or was
-// abandoned (the request context's error). Bodies stream both ways, never
-// buffered whole; responses without Content-Length and event streams are
-// flushed per write. Hop-by-hop fields are removed, X-Forwarded-For/-Proto/
-// -Host are replaced (extended from HTTPConfig.TrustedProxies) and Via is
-// added both ways. Errors the proxy makes itself carry a text/plain body and
-// the X-Outrigger-Error header; the 400 and 431 that net/http's parser sends
-// before any handler runs cannot carry it.
+// spread over all endpoints), and the request is forwarded. A dial failure
+// is retried on another endpoint (HTTPConfig.ConnectAttempts). Done is
+// called exactly once per pick: at once for a failed attempt, else when the
+// response body has been copied (EOF; a 5xx reports a *StatusError),
+// failed, or was abandoned by the client. Bodies stream both ways, never
+// buffered whole, and every read of a response body is written to the
+// client at once (event streams flush per event). Hop-by-hop fields are
+// removed (those named in Connection too), X-Forwarded-For/-Proto/-Host are
+// replaced (extended from HTTPConfig.TrustedProxies) and Via is added both
+// ways. Errors the proxy makes itself carry a text/plain body and the
+// X-Outrigger-Error header (on net/http's path, the 400 and 431 its parser
+// sends before any handler runs cannot).
+//
+// Two engines serve it. serveConn runs the HTTP/1.1 fast path (h1conn.go)
+// for every connection of a plain HTTP listener with upstream protocol
+// http1: one goroutine per client connection reads into a pooled buffer,
+// parses each request head with proxy/internal/h1 (strict, no allocation:
+// fields are slices of the buffer), routes, and forwards over the
+// listener's own pool of upstream HTTP/1.1 connections, writing head and a
+// small body in one write each way and relaying chunked bodies as they are
+// (extensions and trailers included). A request body that is not all in
+// hand streams on a second goroutine, so that an endpoint may answer before
+// it read the body; no other request costs a goroutine or, on the common
+// path, an allocation. The fast path hands the connection, every byte it
+// buffered replayed, to net/http for the rest of its life at the first
+// request that is: not HTTP/1.1 (HTTP/1.0, the HTTP/2 preface), an upgrade
+// (WebSocket; "Upgrade: h2c" is then dropped, never passed on), CONNECT,
+// with an Expect other than 100-continue, or not in origin form (absolute
+// URI, "OPTIONS *"). "Expect: 100-continue" stays on the fast path: it is
+// forwarded, the endpoint's 100 Continue relayed like any interim
+// response, and the body streamed when the client sends it. net/http (httputil.ReverseProxy over http.Transport)
+// serves those, gRPC listeners, h2c upstreams, TLS connections whose ALPN
+// chose h2, and everything when HTTPConfig.NetHTTPOnly is set.
+//
+// The fast path's upstream pool (h1pool.go) keeps, per endpoint address,
+// a LIFO stack of idle connections (at most 256) behind a short mutex: the
+// critical section is a slice push or pop, and LIFO lets a burst's extra
+// connections idle out (upstreamIdleTimeout, swept every quarter of it);
+// the address-to-stack map is copy-on-write behind an atomic.Pointer, read
+// without a lock. A reused connection that fails before any response byte
+// (the endpoint closed it while idle) is replaced by a new one and the
+// request sent again once, when its body is all in hand and it is
+// idempotent (method, Idempotency-Key, or RouteConfig.Idempotent), as
+// net/http's Transport does; otherwise the client gets 502 upstream_reset.
+// Timeouts: HeaderTimeout from a request's first byte, IdleTimeout between
+// requests, ResponseTimeout from the end of the request to the response
+// head (504); bodies have no deadline.
 //
 // gRPC (HTTPConfig.GRPC, upstream h2c): calls are balanced per call like any
 // request, streams flush per message both ways, "TE: trailers" is forwarded
@@ -62,18 +94,38 @@
 // mapping in grpc.go), and Done reports a non-OK grpc-status as a
 // *GRPCStatusError.
 //
-// Request smuggling: net/http refuses most bad framings itself (400, or 501
-// for unknown transfer codings) and closes the connection. The framing guard
-// (httpguard.go) refuses what it lets through: Content-Length with
-// Transfer-Encoding, Transfer-Encoding in HTTP/1.0, and obs-fold; a broken
-// chunked body is answered 400 and never completed upstream; "Upgrade: h2c"
-// is never passed on.
+// Request smuggling (RFC 9112 §11.2): the fast path refuses with 400 and
+// closes (X-Outrigger-Error: bad_request) Content-Length with
+// Transfer-Encoding, differing Content-Lengths, a Content-Length that is
+// not digits, obs-fold, bare LF line endings, invalid field names and
+// values, a missing or repeated Host, bad chunk sizes, extensions and
+// framing; any Transfer-Encoding but one "chunked" gets 501 (RFC 9112
+// §6.1); heads over MaxHeaderBytes (plus net/http's 4 KiB slack) or with
+// more than 128 field lines get 431. On net/http's path its parser refuses
+// most of these itself, and the framing guard (httpguard.go) refuses what it
+// lets through: Content-Length with Transfer-Encoding, Transfer-Encoding in
+// HTTP/1.0, and obs-fold. A broken chunked body is answered 400 and never
+// completed upstream on either path.
+//
+// Front listeners (FrontListener: protocol auto, and http or grpc with
+// TLS) run a first phase on each connection's own goroutine before either
+// path: sniff the first bytes (sniff.go; decided as soon as the bytes
+// allow, bounded by SniffConfig.Timeout) and/or terminate TLS (tls.go;
+// certificates from a CertSource, ALPN h2 and http/1.1, the handshake
+// bounded by HTTPConfig.HeaderTimeout). HTTP goes to the HTTP engine with
+// the bytes already read; anything else (the application's own TLS when the
+// listener has no certificate, other protocols, servers that speak first)
+// is forwarded as TCP with those bytes written upstream first and then the
+// splice path above, on the raw sockets. A connection is counted as a TCP
+// connection until the HTTP engine takes it.
 //
 // Concurrency: Server.Serve runs one accept goroutine per TCP listener and two
 // goroutines per connection (one per direction; the connection's own
-// goroutine is one of them); an HTTP listener runs net/http's goroutines
-// (one per connection, one per HTTP/2 stream) and counts connections and
-// handlers so that Serve still returns only after they are gone. Serve owns all of them and returns only after
+// goroutine is one of them); an HTTP listener runs one accept goroutine, one
+// pool sweeper, one goroutine per fast-path connection (plus one per
+// streaming request body) and net/http's goroutines (one per connection,
+// one per HTTP/2 stream), and counts connections and handlers so that Serve
+// still returns only after they are gone. Serve owns all of them and returns only after
 // every one has exited. When Serve's context ends, the listeners close at
 // once (new connections are refused by the kernel), open connections get
 // ServerConfig.DrainTimeout to finish, and the rest are closed. HTTP
@@ -83,4 +135,14 @@
 // also ends upgraded tunnels. The admin
 // server runs in its own Serve(ctx) and only reads through the callbacks it
 // was given, which must be safe for concurrent use.
+//
+// Changes while serving (a config reload): Server.Apply adds and removes
+// listeners, all or nothing; a removed listener drains alone, as in Serve's
+// drain but with its own deadline, and Serve waits for it too. A listener
+// added with the address of one removed in the same Apply takes over its
+// socket (a duplicated descriptor), so replacing a listener refuses no
+// connection. In place, TCPListener.Update swaps the config and upstream
+// for new connections (each connection keeps the generation it was accepted
+// with) and HTTPListener.SetRoutes / FrontListener.SetRoutes swap routes
+// and upstreams for new requests.
 package proxy

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/balancer"
+	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
 // chunkSize is how many bytes one ReadFrom call may move before the
@@ -47,6 +48,14 @@ const idleWindows = 4
 // errIdle ends a direction whose connection has been idle for IdleTimeout.
 var errIdle = errors.New("idle timeout")
 
+// Errors of a direction whose side is known without asking the kernel:
+// the sniffed prefix is written to the upstream, a half-close goes to the
+// direction's destination.
+var (
+	errWritePrefix = errors.New("write sniffed bytes upstream")
+	errHalfClose   = errors.New("half-close")
+)
+
 // aLongTimeAgo is a deadline in the past: setting it makes a blocked read
 // return at once (the trick net/http uses to abort reads).
 var aLongTimeAgo = time.Unix(1, 0)
@@ -65,6 +74,14 @@ type conn struct {
 	closed   bool
 	reason   closeReason
 	err      error // with closedError
+	// clientErr says err came from the client's side of the connection
+	// (reading from or writing to the client); it says nothing about the
+	// endpoint, and Done reports it as neutral.
+	clientErr bool
+
+	// set before forward starts, by the auto listener's sniff (auto.go):
+	// bytes already read from the client, written upstream before the rest
+	prefix []byte
 
 	// set by forward before the directions start
 	dirs [2]direction // [0] client→upstream, [1] upstream→client
@@ -97,10 +114,16 @@ func newConn(l *TCPListener, client *net.TCPConn) *conn {
 // shutdown closes both sockets, recording why if nothing was recorded
 // before. It is safe from any goroutine, any number of times.
 func (c *conn) shutdown(r closeReason, err error) {
+	c.shutdownSide(r, err, false)
+}
+
+// shutdownSide is shutdown with the side err came from: clientErr when it
+// was the client's socket.
+func (c *conn) shutdownSide(r closeReason, err error, clientErr bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.reason == closedNot {
-		c.reason, c.err = r, err
+		c.reason, c.err, c.clientErr = r, err, clientErr
 	}
 	if c.closed {
 		return
@@ -127,11 +150,41 @@ func (c *conn) setUpstream(u *net.TCPConn) bool {
 
 // result is the connection's outcome for Done and the log: the error of a
 // failed copy, nil when the connection ended normally or the proxy closed it
-// (idle, drain).
-func (c *conn) result() (closeReason, error) {
+// (idle, drain); clientErr when the error came from the client's side.
+func (c *conn) result() (reason closeReason, err error, clientErr bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.reason, c.err
+	return c.reason, c.err, c.clientErr
+}
+
+// doneInfo is the connection's outcome for its pick's Done. An error on
+// the client's side (a reset client, a write to a client that left) is
+// neutral for the endpoint: breakers and outlier detection skip it.
+func (c *conn) doneInfo() (balancer.DoneInfo, closeReason) {
+	reason, err, clientErr := c.result()
+	d := balancer.DoneInfo{Err: err, Duration: time.Since(c.start)}
+	if clientErr {
+		d.Outcome = resilience.Outcome{Kind: resilience.KindCanceled}
+	}
+	return d, reason
+}
+
+// clientFault reports whether the error that ended direction i came from
+// the client's socket. A splice (dst.ReadFrom(src)) does not say whether
+// its read or its write failed, so the kernel's view decides: the client's
+// connection was reset and the endpoint's was not. When both or neither
+// were, or the platform cannot tell, the error is the endpoint's, as
+// before: a breaker must not miss a failing endpoint.
+func (c *conn) clientFault(i int, err error) bool {
+	if errors.Is(err, errWritePrefix) {
+		return false
+	}
+	if errors.Is(err, errHalfClose) {
+		return c.dirs[i].dst == c.client
+	}
+	client, ok1 := peerGone(c.client)
+	upstream, ok2 := peerGone(c.dirs[0].dst)
+	return ok1 && ok2 && client && !upstream
 }
 
 // connect picks and dials until a dial succeeds or ConnectAttempts are used
@@ -203,24 +256,45 @@ func (c *conn) run(i int) {
 				c.shutdown(closedError, err)
 			}
 		}()
-		err = c.copy(i)
+		if i == 0 && len(c.prefix) > 0 {
+			if err = c.writePrefix(); err != nil {
+				err = fmt.Errorf("%w: %w", errWritePrefix, err)
+			}
+		}
+		if err == nil {
+			err = c.copy(i)
+		}
 		if err == nil {
 			// EOF from src: pass it on (RFC 9293 half-close) and keep the
 			// reverse direction running.
 			if err = d.dst.CloseWrite(); err != nil {
-				err = fmt.Errorf("half-close: %w", err)
+				err = fmt.Errorf("%w: %w", errHalfClose, err)
 			}
 		}
 		switch {
 		case errors.Is(err, errIdle):
 			c.shutdown(closedIdle, nil)
 		case err != nil:
-			c.shutdown(closedError, err)
+			// Which side failed is read before shutdown closes both.
+			c.shutdownSide(closedError, err, c.clientFault(i, err))
 		}
 	}()
 	if err == nil {
 		c.watch(i)
 	}
+}
+
+// writePrefix sends the bytes sniffed from the client to the upstream,
+// before direction 0 splices the rest. They are at most sniffMax bytes, far
+// less than a socket buffer, so the write does not wait on the upstream.
+func (c *conn) writePrefix() error {
+	d := &c.dirs[0]
+	n, err := d.dst.Write(c.prefix)
+	d.n += int64(n)
+	if n > 0 {
+		c.touch()
+	}
+	return err
 }
 
 // copy moves src to dst of direction i in chunks until EOF (nil), an error,

@@ -89,6 +89,11 @@ type HTTPConfig struct {
 	// as a *GRPCStatusError. gRPC needs HTTP/2 end to end, so
 	// UpstreamProtocol must be UpstreamH2C.
 	GRPC bool
+	// NetHTTPOnly serves every connection with net/http's HTTP/1 server
+	// instead of the HTTP/1.1 fast path (see doc.go): slower, for
+	// comparison and as an escape hatch. The fast path runs only for
+	// UpstreamHTTP1 listeners without GRPC anyway.
+	NetHTTPOnly bool
 }
 
 // UpstreamProtocol values.
@@ -196,8 +201,6 @@ type HTTPListener struct {
 	// set at construction
 	cfg       HTTPConfig // with defaults
 	raw       HTTPConfig // as given, for Validate
-	routes    *route.Table
-	ups       Upstreams
 	log       *slog.Logger
 	hs        *http.Server
 	rp        *httputil.ReverseProxy
@@ -208,14 +211,43 @@ type HTTPListener struct {
 
 	// set by Server.Listen before Serve starts
 	ln *net.TCPListener
+	// handoff feeds the connections serveConn gives to hs
+	handoff *chanListener
 
-	// client connections (StateNew until StateClosed or StateHijacked) and
+	// the routing state of requests that start now; see SetRoutes
+	routing atomic.Pointer[routing]
+
+	// the fast path (h1conn.go): its upstream pools and dialer, and its
+	// client connections for the drain (fastMu guards fast)
+	pools    upstreamPools
+	dialer   *net.Dialer
+	fastMu   sync.Mutex
+	fast     map[*h1conn]struct{}
+	draining atomic.Bool
+
+	// client connections (from serveConn until closed or hijacked) and
 	// running handlers; Serve waits for both to reach zero
 	active activity
 	conns  atomic.Int64
 
 	// rate limits for warnings
-	noEndpointsLog, connectLog, serveLog logLimiter
+	noEndpointsLog, connectLog, acceptLog logLimiter
+}
+
+// routing is the immutable routing state requests read: a request loads it
+// once and uses that value to its end.
+type routing struct {
+	routes *route.Table // nil: every request gets 404
+	ups    Upstreams
+}
+
+// SetRoutes swaps the route table and upstreams for requests that start
+// after it returns. In-flight requests finish with the state they started
+// with, established client connections stay open, and upgraded tunnels are
+// untouched. It may be called from any goroutine, before or after Serve;
+// t nil means every request gets 404. ups must not be modified afterwards.
+func (l *HTTPListener) SetRoutes(t *route.Table, ups Upstreams) {
+	l.routing.Store(&routing{routes: t, ups: ups})
 }
 
 // NewHTTPListener returns a listener for cfg that routes with routes (nil:
@@ -224,12 +256,13 @@ type HTTPListener struct {
 func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Options) *HTTPListener {
 	d := cfg.withDefaults()
 	l := &HTTPListener{
-		cfg:    d,
-		raw:    cfg,
-		routes: routes,
-		ups:    ups,
-		log:    opts.logger().With("listener", cfg.Name),
+		cfg:     d,
+		raw:     cfg,
+		log:     opts.logger().With("listener", cfg.Name),
+		handoff: newChanListener(),
 	}
+	l.SetRoutes(routes, ups)
+	l.dialer = &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}
 	l.baseCtx, l.cancel = context.WithCancel(context.Background())
 	l.transport = newUpstreamTransport(d, false)
 	if d.UpstreamProtocol == UpstreamH2C {
@@ -249,6 +282,9 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
+	// HTTP/2 over TLS for a *tls.Conn handed to serveConn whose ALPN chose
+	// "h2"; it has no effect on cleartext connections.
+	protos.SetHTTP2(true)
 	l.hs = &http.Server{
 		Handler:           http.HandlerFunc(l.serveHTTP),
 		Protocols:         &protos,
@@ -327,19 +363,13 @@ func (l *HTTPListener) validate() error                 { return l.raw.Validate(
 func (l *HTTPListener) setListener(ln *net.TCPListener) { l.ln = ln }
 func (l *HTTPListener) listener() *net.TCPListener      { return l.ln }
 
-// serve answers on the bound socket until shutdown or forceClose.
-func (l *HTTPListener) serve() {
-	err := l.hs.Serve(guardListener{l.ln})
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		l.log.Error("http listener stopped", "err", err)
-	}
-}
-
 // shutdown starts the graceful part of the drain: the socket closes, idle
 // keep-alive connections close, HTTP/2 connections get GOAWAY, and busy
 // HTTP/1 connections close after their current response. It returns when
 // every connection and handler is gone or ctx ends.
 func (l *HTTPListener) shutdown(ctx context.Context) {
+	l.ln.Close()
+	l.drainFast()
 	if err := l.hs.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		l.log.Debug("shutdown", "err", err)
 	}
@@ -351,6 +381,8 @@ func (l *HTTPListener) shutdown(ctx context.Context) {
 // every client connection is closed.
 func (l *HTTPListener) forceClose() {
 	l.cancel()
+	l.ln.Close()
+	l.closeFast()
 	l.hs.Close()
 }
 
@@ -360,6 +392,7 @@ func (l *HTTPListener) finish() {
 	l.active.wait(nil)
 	l.cancel()
 	l.transport.CloseIdleConnections()
+	l.pools.closeAll()
 	if l.h2 != nil {
 		l.h2.CloseIdleConnections()
 	}
@@ -368,8 +401,7 @@ func (l *HTTPListener) finish() {
 func (l *HTTPListener) connState(_ net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
-		l.conns.Add(1)
-		l.active.add()
+		// Counted by serveConn when it accepted the connection.
 	case http.StateClosed, http.StateHijacked:
 		// Terminal states; a hijacked connection lives on in its handler,
 		// which active still counts.
@@ -490,9 +522,10 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			"request body larger than "+strconv.FormatInt(max, 10)+" bytes", true)
 		return
 	}
+	rs := l.routing.Load()
 	var rt *route.Route
-	if l.routes != nil {
-		rt = l.routes.Match(r.Host, r.URL.Path, r.Method, r.Header, r.URL.RawQuery)
+	if rs.routes != nil {
+		rt = rs.routes.Match(r.Host, r.URL.Path, r.Method, r.Header, r.URL.RawQuery)
 	}
 	if rt == nil {
 		l.writeError(w, r, http.StatusNotFound, causeNoRoute, "no route", false)
@@ -507,7 +540,7 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	svc := rt.PickBackend()
-	up := l.ups[svc]
+	up := rs.ups[svc]
 	if up == nil {
 		if ok, n := l.noEndpointsLog.allow(); ok {
 			l.log.Warn("route names a service with no upstream", "route", rt.Name, "service", svc, "suppressed", n)
@@ -525,13 +558,21 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // redirect answers with the route's redirect; empty fields keep the
 // request's values, and the query is kept.
 func redirect(w http.ResponseWriter, r *http.Request, rc *route.RouteConfig) {
-	rd := rc.Redirect
+	code, loc := redirectLocation(r.Host, r.URL.EscapedPath(), r.URL.RawQuery, rc.Redirect)
+	applyHeaderOps(w.Header(), rc.ResponseHeaders)
+	w.Header().Set("Location", loc)
+	w.WriteHeader(code)
+}
+
+// redirectLocation returns the status and Location of redirect rd for a
+// request with the given Host, escaped path and raw query.
+func redirectLocation(reqHost, escPath, rawQuery string, rd *route.Redirect) (int, string) {
 	scheme := rd.Scheme
 	if scheme == "" {
 		scheme = "http"
 	}
-	host, port := r.Host, ""
-	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+	host, port := reqHost, ""
+	if h, p, err := net.SplitHostPort(reqHost); err == nil {
 		host, port = h, p
 	}
 	if rd.Host != "" {
@@ -549,21 +590,19 @@ func redirect(w http.ResponseWriter, r *http.Request, rc *route.RouteConfig) {
 	} else if isIPv6(host) { // "::1" whose default port was dropped
 		hostport = "[" + host + "]"
 	}
-	path := r.URL.EscapedPath()
+	path := escPath
 	if rd.Path != "" {
 		path = rd.Path
 	}
 	loc := scheme + "://" + hostport + path
-	if r.URL.RawQuery != "" {
-		loc += "?" + r.URL.RawQuery
+	if rawQuery != "" {
+		loc += "?" + rawQuery
 	}
 	code := rd.Code
 	if code == 0 {
 		code = http.StatusFound
 	}
-	applyHeaderOps(w.Header(), rc.ResponseHeaders)
-	w.Header().Set("Location", loc)
-	w.WriteHeader(code)
+	return code, loc
 }
 
 func isIPv6(s string) bool {

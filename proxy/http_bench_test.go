@@ -3,7 +3,10 @@ package proxy
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"sync"
 	"testing"
 )
 
@@ -41,4 +44,118 @@ func BenchmarkHTTPProxy(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkHTTPFastPath measures the proxy alone: a raw keep-alive client
+// and a raw backend that allocate nothing, so allocs/op are the proxy's.
+// Subbenchmarks run the fast path and, for comparison, net/http.
+//
+//	go test -run '^$' -bench BenchmarkHTTPFastPath -benchmem ./proxy
+func BenchmarkHTTPFastPath(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n"), body...)
+	be := startRawBackend(b, resp)
+	for _, bc := range []struct {
+		name string
+		cfg  HTTPConfig
+	}{
+		{"fast", HTTPConfig{}},
+		{"nethttp", HTTPConfig{NetHTTPOnly: true}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := startHTTPProxy(b, bc.cfg, routeAll(b, "web.shop"), Upstreams{"web.shop": StaticUpstream("web", be)}, ServerConfig{})
+			c, err := net.Dial("tcp", p.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n")
+			buf := make([]byte, 8<<10)
+			// The first response tells the size of every response.
+			roundTrip := func(want int) int {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				n := 0
+				for {
+					m, err := c.Read(buf[n:])
+					n += m
+					if err != nil {
+						b.Fatal(err)
+					}
+					if want > 0 && n >= want {
+						return n
+					}
+					if want == 0 {
+						if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 && n >= i+4+len(body) {
+							return n
+						}
+					}
+				}
+			}
+			size := roundTrip(0)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if n := roundTrip(size); n != size {
+					b.Fatalf("response of %d bytes, want %d", n, size)
+				}
+			}
+		})
+	}
+}
+
+// startRawBackend serves resp to every request (a head without a body) on
+// each connection, reading with a fixed buffer: no allocation per request.
+func startRawBackend(tb testing.TB, resp []byte) netip.AddrPort {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				buf := make([]byte, 8<<10)
+				n := 0
+				for {
+					m, err := c.Read(buf[n:])
+					if err != nil {
+						return
+					}
+					n += m
+					for {
+						i := bytes.Index(buf[:n], []byte("\r\n\r\n"))
+						if i < 0 {
+							break
+						}
+						if _, err := c.Write(resp); err != nil {
+							return
+						}
+						n = copy(buf, buf[i+4:n])
+					}
+				}
+			})
+		}
+	})
+	return netip.MustParseAddrPort(ln.Addr().String())
 }

@@ -39,28 +39,27 @@ import (
 // upgrade, or anything it cannot follow (net/http then rejects the message
 // itself and closes the connection).
 
-// guardListener hands out guardConns.
-type guardListener struct{ *net.TCPListener }
-
-func (l guardListener) Accept() (net.Conn, error) {
-	c, err := l.TCPListener.AcceptTCP()
-	if err != nil {
-		return nil, err
-	}
-	g := &guardConn{TCPConn: c}
+// newGuardConn returns c with a framing guard; prefix holds bytes already
+// read from c that come first.
+func newGuardConn(c net.Conn, prefix []byte) *guardConn {
+	g := &guardConn{Conn: c, prefix: prefix}
 	g.refused.Store(-1)
-	return g, nil
+	return g
 }
 
 type guardKey struct{}
 
 // connContext makes a connection's guard available to its handlers.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if g, ok := c.(*guardConn); ok {
-		return context.WithValue(ctx, guardKey{}, g)
+	if g, ok := c.(interface{ guard() *guardConn }); ok {
+		return context.WithValue(ctx, guardKey{}, g.guard())
 	}
 	return ctx
 }
+
+// guard returns g; connContext finds the guard of a *guardConn and of a
+// connection embedding one (tlsPrefixConn) through it.
+func (g *guardConn) guard() *guardConn { return g }
 
 // guardState is where in a message the guard is.
 type guardState uint8
@@ -82,11 +81,12 @@ const maxGuardLine = 1 << 20
 
 // guardConn is an accepted client connection with its framing guard.
 type guardConn struct {
-	*net.TCPConn
+	net.Conn
 
 	// Owned by whichever goroutine reads the connection; net/http never
 	// reads one connection from two goroutines at once and orders its
 	// readers, so no lock is needed.
+	prefix       []byte // bytes read from Conn before, returned first
 	state        guardState
 	line         []byte
 	remain       int64 // body or chunk bytes left
@@ -104,7 +104,14 @@ type guardConn struct {
 }
 
 func (g *guardConn) Read(p []byte) (int, error) {
-	n, err := g.TCPConn.Read(p)
+	var n int
+	var err error
+	if len(g.prefix) > 0 {
+		n = copy(p, g.prefix)
+		g.prefix = g.prefix[n:]
+	} else {
+		n, err = g.Conn.Read(p)
+	}
 	if n > 0 && g.state != gOff {
 		if g.tunnel.Load() {
 			g.state = gOff

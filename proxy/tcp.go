@@ -161,6 +161,10 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interv
 // TCPListener is one L4 listener: its config, its upstream, and once a
 // Server bound it, its socket. Create it with NewTCPListener and hand it to
 // exactly one Server.
+//
+// Update replaces the config and upstream for connections accepted after
+// it; a connection keeps the generation it was accepted with (its endpoint,
+// dialer and idle timeout) until it closes.
 type TCPListener struct {
 	// set at construction
 	cfg    TCPConfig // with defaults
@@ -169,8 +173,17 @@ type TCPListener struct {
 	log    *slog.Logger
 	dialer net.Dialer
 
-	// set by Server.Listen before Serve starts
+	// set by Server.Listen (or Server.Apply) before the accept loop starts
 	ln *net.TCPListener
+
+	// next is the generation made by the latest Update, nil before any: a
+	// *TCPListener of its own (never bound) whose cfg, up and dialer new
+	// connections use. Only the listener the Server owns has one.
+	next atomic.Pointer[TCPListener]
+
+	// set at construction when this is a FrontListener's socket: its
+	// connections run front.first before they are forwarded
+	front *FrontListener
 
 	// rate limits for warnings
 	noEndpointsLog, connectLog, acceptLog logLimiter
@@ -191,6 +204,35 @@ func NewTCPListener(cfg TCPConfig, up Upstream, opts Options) *TCPListener {
 
 // Name returns the listener's configured name.
 func (l *TCPListener) Name() string { return l.cfg.Name }
+
+// Update makes connections accepted from now on use cfg and up; open
+// connections keep what they were accepted with. cfg must keep the
+// listener's Name and Listen (a new address is a new listener: see
+// Server.Apply) and be valid; otherwise Update changes nothing and says why.
+// It is safe to call while the listener serves, from one goroutine at a
+// time.
+func (l *TCPListener) Update(cfg TCPConfig, up Upstream) error {
+	if cfg.Name != l.raw.Name || cfg.Listen != l.raw.Listen {
+		return fmt.Errorf("listener %q: Update cannot change name or address (%q at %s to %q at %s)",
+			l.raw.Name, l.raw.Name, l.raw.Listen, cfg.Name, cfg.Listen)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	g := NewTCPListener(cfg, up, Options{})
+	g.log = l.log // already carries the listener's name
+	g.front = l.front
+	l.next.Store(g)
+	return nil
+}
+
+// current is the generation new connections use: the latest Update's, or l.
+func (l *TCPListener) current() *TCPListener {
+	if g := l.next.Load(); g != nil {
+		return g
+	}
+	return l
+}
 
 func (l *TCPListener) listenAddr() string              { return l.cfg.Listen }
 func (l *TCPListener) validate() error                 { return l.raw.Validate() }

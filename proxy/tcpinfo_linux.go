@@ -27,3 +27,22 @@ func kernelBytes(c *net.TCPConn) (n uint64, ok bool) {
 	}
 	return info.Bytes_acked + info.Bytes_received, true
 }
+
+// peerGone reports whether c's connection was torn down by a reset (or
+// an abort) in the kernel: its TCP state is CLOSE while the proxy still
+// holds the socket open. A socket whose peer sent a FIN is in CLOSE_WAIT,
+// not CLOSE, so a clean end does not count. ok is false when c is closed.
+func peerGone(c *net.TCPConn) (gone, ok bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false, false
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := raw.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil || gerr != nil {
+		return false, false
+	}
+	return info.State == unix.BPF_TCP_CLOSE, true
+}

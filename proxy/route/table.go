@@ -22,6 +22,8 @@ type Table struct {
 	exact map[string][]*Route // lower-case host → chain
 	wild  map[string][]*Route // suffix after "*." → chain
 	any   []*Route
+
+	headerMatch bool // some route matches on headers
 }
 
 // Route is one compiled route. It is immutable; the engine keeps the pointer
@@ -66,6 +68,7 @@ func New(c Config) (*Table, error) {
 	}
 	for i, rc := range c.Routes {
 		t.routes[i] = compile(i, rc)
+		t.headerMatch = t.headerMatch || len(t.routes[i].headers) > 0
 	}
 	slices.SortStableFunc(t.routes, func(a, b *Route) int {
 		if c := cmp.Compare(a.hostRank(), b.hostRank()); c != 0 {
@@ -130,6 +133,11 @@ func (t *Table) Routes() []*Route { return slices.Clone(t.routes) }
 // Warnings returns the table's routes that can never match, each with the
 // route that takes all their requests. The slice is the caller's.
 func (t *Table) Warnings() []string { return slices.Clone(t.warnings) }
+
+// MatchesHeaders reports whether some route has a header condition: if
+// not, Match ignores its header argument, and a caller may pass nil instead
+// of building an http.Header.
+func (t *Table) MatchesHeaders() bool { return t.headerMatch }
 
 // Match returns the first route in precedence order whose conditions all
 // hold for the request, or nil. host is the request's Host (a port and a

@@ -1,0 +1,498 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/outrigger-mesh/outrigger/balancer"
+	"github.com/outrigger-mesh/outrigger/proxy/internal/h1"
+	"github.com/outrigger-mesh/outrigger/proxy/route"
+)
+
+// Forwarding one request on the fast path: build the upstream head, pick,
+// take a pooled connection (or dial), write head and body, read the
+// response head, rewrite it and relay the body.
+
+// errBodyTooLarge is a request body over MaxBodyBytes.
+var errBodyTooLarge = errors.New("request body too large")
+
+// clientBodyError is a failure reading the client's request body: its
+// connection broke, or its chunked framing.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "client body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// staleError is an exchange that failed on a reused connection before any
+// response byte: the endpoint may have closed it while it was idle.
+type staleError struct{ err error }
+
+func (e *staleError) Error() string { return e.err.Error() }
+func (e *staleError) Unwrap() error { return e.err }
+
+// forward sends the request whose head is buf[r:r+n] to an endpoint of up
+// and relays the response. u is the parsed target when the path is not
+// simple (else nil). It returns false when the connection must close.
+func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path string, u *url.URL, query string) bool {
+	l := hc.l
+	req := &hc.req
+
+	// The request body in hand.
+	bodyStart := hc.r + n
+	var body []byte
+	complete := true
+	var remain int64 // Content-Length bytes not yet in the buffer
+	switch {
+	case req.Chunked:
+		hc.chunks = h1.ChunkedScanner{}
+		k, done, err := hc.chunks.Scan(hc.buf[bodyStart:hc.w])
+		if err != nil {
+			hc.writeError(400, causeBadRequest, "malformed request body", true)
+			return false
+		}
+		if max := l.cfg.MaxBodyBytes; max > 0 && hc.chunks.Data > max {
+			hc.writeTooLarge()
+			return false
+		}
+		body, complete = hc.buf[bodyStart:bodyStart+k], done
+	case req.ContentLength > 0:
+		k := min(req.ContentLength, int64(hc.w-bodyStart))
+		body = hc.buf[bodyStart : bodyStart+int(k)]
+		remain = req.ContentLength - k
+		complete = remain == 0
+	}
+	hc.r = bodyStart + len(body)
+
+	out := hc.appendRequestHead(hc.out[:0], rt, path, u, query)
+	if len(out)+len(body) <= maxCoalesce {
+		out = append(out, body...)
+		body = nil
+	}
+	hc.out = out
+
+	// PickInfo lives in hc: passed to an interface method it would
+	// escape, one allocation per request.
+	info := &hc.info
+	*info = balancer.PickInfo{}
+	var dialErr error
+	for attempt := 0; attempt < l.cfg.ConnectAttempts; attempt++ {
+		res, err := up.Pick(info)
+		if err == nil && res.Endpoint == nil {
+			res.Done(balancer.DoneInfo{Err: errors.New("pick returned no endpoint")})
+			err = errors.New("upstream returned a pick without an endpoint")
+		}
+		if err != nil {
+			if dialErr != nil {
+				return hc.upstreamFailed(dialErr, complete)
+			}
+			if errors.Is(err, balancer.ErrNoEndpoints) {
+				if ok, k := l.noEndpointsLog.allow(); ok {
+					l.log.Warn("requests failing: no endpoints", "service", svc, "err", err, "suppressed", k)
+				}
+				hc.closeNext = !complete
+				ok := hc.writeError(503, causeNoEndpoints, "no endpoints", false)
+				hc.closeNext = false
+				return ok && complete
+			}
+			return hc.upstreamFailed(err, complete)
+		}
+		start := time.Now()
+		uc, pump, err := hc.exchange(res.Endpoint.Addr, body, complete, remain, rt)
+		if err != nil {
+			doneErr := err
+			if isClientBodyErr(err) {
+				// The client's body broke (or was too big): that says
+				// nothing about the endpoint, so the outcome is
+				// neutral, not a failure or a timeout of it.
+				doneErr = context.Canceled
+			}
+			res.Done(balancer.DoneInfo{Err: doneErr, Duration: time.Since(start)})
+			var de *DialError
+			if errors.As(err, &de) {
+				info.AddTried(res.Endpoint.Addr)
+				dialErr = err
+				l.log.Debug("connect failed", "endpoint", res.Endpoint.ID, "attempt", attempt+1, "err", err)
+				continue
+			}
+			return hc.upstreamFailed(err, complete)
+		}
+		return hc.relay(uc, pump, rt, res.Done, start)
+	}
+	return hc.upstreamFailed(dialErr, complete)
+}
+
+// writeTooLarge answers 413 and the connection closes.
+func (hc *h1conn) writeTooLarge() {
+	hc.writeError(413, causeBodyTooLarge,
+		"request body larger than "+strconv.FormatInt(hc.l.cfg.MaxBodyBytes, 10)+" bytes", true)
+}
+
+// upstreamFailed answers a request whose forwarding failed before the
+// response started, as proxyError does.
+func (hc *h1conn) upstreamFailed(err error, complete bool) bool {
+	l := hc.l
+	var (
+		dialErr *DialError
+		cbe     *clientBodyError
+		netErr  net.Error
+	)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		hc.writeTooLarge()
+		return false
+	case errors.As(err, &cbe):
+		hc.writeError(400, causeBadRequest, "malformed request body", true)
+		return false
+	case errors.As(err, &dialErr):
+		if ok, n := l.connectLog.allow(); ok {
+			l.log.Warn("requests failing: cannot connect to endpoints", "err", err, "suppressed", n)
+		}
+		return hc.writeError(502, causeConnectFailure, "upstream connect failure", !complete) && complete
+	case errors.As(err, &netErr) && netErr.Timeout() && l.baseCtx.Err() == nil:
+		return hc.writeError(504, causeUpstreamTimeout, "upstream timeout", !complete) && complete
+	default:
+		l.log.Debug("upstream exchange failed", "err", err)
+		return hc.writeError(502, causeUpstreamReset, "upstream connection reset", !complete) && complete
+	}
+}
+
+// appendRequestHead appends the upstream request head: request line, Host,
+// the client's end-to-end fields, X-Forwarded-*, Via, framing, then the
+// route's header operations (as rewrite does).
+func (hc *h1conn) appendRequestHead(b []byte, rt *route.Route, path string, u *url.URL, query string) []byte {
+	req := &hc.req
+	rc := &rt.Config
+	ops := &rc.RequestHeaders
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	if u == nil {
+		p := rt.RewritePath(path)
+		if simplePath(p) {
+			b = append(b, p...)
+		} else {
+			b = append(b, (&url.URL{Path: p}).EscapedPath()...)
+		}
+	} else {
+		out := url.URL{Path: rt.RewritePath(u.Path)}
+		if u.RawPath != "" {
+			out.RawPath = rt.RewritePath(u.RawPath)
+		}
+		b = append(b, out.EscapedPath()...)
+	}
+	b = append(b, query...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	if rc.RewriteHost != "" {
+		b = append(b, rc.RewriteHost...)
+	} else {
+		b = append(b, req.Host...)
+	}
+	b = append(b, "\r\n"...)
+
+	hasOps := len(ops.Remove)+len(ops.Set) > 0
+	var xff, xfp, xfh int // how many of each the client sent
+	for _, f := range req.Fields {
+		switch classify(f.Name) {
+		case fieldKeep:
+		case fieldTrailer:
+			if !req.Chunked {
+				continue
+			}
+		case fieldXFF:
+			xff++
+			continue
+		case fieldXFP:
+			xfp++
+			continue
+		case fieldXFH:
+			xfh++
+			continue
+		default:
+			continue
+		}
+		if req.ConnOther && connNamed(req.Fields, f.Name) {
+			continue
+		}
+		if hasOps && opsDrop(f.Name, ops) {
+			continue
+		}
+		b = appendFieldBytes(b, f.Name, f.Value)
+	}
+
+	// X-Forwarded-*: kept and extended from a trusted peer, else replaced.
+	if !hasOps || !opsDrop([]byte("X-Forwarded-For"), ops) {
+		b = append(b, "X-Forwarded-For: "...)
+		if hc.trusted && xff > 0 {
+			for _, f := range req.Fields {
+				if classify(f.Name) == fieldXFF {
+					b = append(b, f.Value...)
+					b = append(b, ", "...)
+				}
+			}
+		}
+		b = append(b, hc.client...)
+		b = append(b, "\r\n"...)
+	}
+	if !hasOps || !opsDrop([]byte("X-Forwarded-Proto"), ops) {
+		if hc.trusted && xfp > 0 {
+			for _, f := range req.Fields {
+				if classify(f.Name) == fieldXFP {
+					b = appendFieldBytes(b, []byte("X-Forwarded-Proto"), f.Value)
+				}
+			}
+		} else {
+			b = append(b, "X-Forwarded-Proto: http\r\n"...)
+		}
+	}
+	if !hasOps || !opsDrop([]byte("X-Forwarded-Host"), ops) {
+		if hc.trusted && xfh > 0 {
+			for _, f := range req.Fields {
+				if classify(f.Name) == fieldXFH {
+					b = appendFieldBytes(b, []byte("X-Forwarded-Host"), f.Value)
+				}
+			}
+		} else {
+			b = appendFieldBytes(b, []byte("X-Forwarded-Host"), req.Host)
+		}
+	}
+	if !hasOps || !opsDrop([]byte("Via"), ops) {
+		b = append(b, "Via: 1.1 outrigger\r\n"...)
+	}
+	if req.TETrailers && (!hasOps || !opsDrop([]byte("Te"), ops)) {
+		b = append(b, "Te: trailers\r\n"...)
+	}
+	switch {
+	case req.Chunked:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	case req.ContentLength >= 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, req.ContentLength, 10)
+		b = append(b, "\r\n"...)
+	}
+	b = appendOpsKeepFraming(b, ops)
+	return append(b, "\r\n"...)
+}
+
+// idempotent reports whether the request may be sent again after a
+// reused connection failed before any response byte, as net/http's
+// Transport decides (RFC 9110 §9.2.2), or the route says so.
+func (hc *h1conn) idempotent(rt *route.Route) bool {
+	if rt.Config.Idempotent {
+		return true
+	}
+	switch string(hc.req.Method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	for _, f := range hc.req.Fields {
+		if h1.EqualFold(f.Name, "idempotency-key") || h1.EqualFold(f.Name, "x-idempotency-key") {
+			return true
+		}
+	}
+	return false
+}
+
+// exchange sends the request in hc.out (then body, then with a pump the
+// rest of the body) to addr over a pooled or new connection and reads the
+// response head into hc.resp. A reused connection that fails before any
+// response byte is replaced by a new one and the request sent again, once,
+// when the body is complete in hand and the request idempotent.
+func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, remain int64, rt *route.Route) (*upConn, *bodyPump, error) {
+	l := hc.l
+	ep := l.pools.endpoint(addr)
+	// Every reused connection is checked first (one non-blocking peek):
+	// one the endpoint closed while idle would fail a request that cannot
+	// be sent again, and bytes it sent while idle (a late or unsolicited
+	// response) would be read as this request's response, possibly
+	// another client's.
+	uc := ep.get(monotime(), true)
+	retried := false
+	for {
+		if uc == nil {
+			var err error
+			if uc, err = l.dialUpstream(l.baseCtx, ep, addr); err != nil {
+				return nil, nil, err
+			}
+		}
+		hc.cur.Store(uc)
+		pump, err := hc.roundTrip(uc, body, complete, remain)
+		if err == nil {
+			return uc, pump, nil
+		}
+		uc.close()
+		hc.cur.Store(nil)
+		var se *staleError
+		if errors.As(err, &se) && !retried && complete && hc.idempotent(rt) {
+			l.log.Debug("reused upstream connection closed; sending again", "endpoint", addr.String(), "err", err)
+			retried = true
+			uc = nil
+			continue
+		}
+		if se != nil {
+			err = se.err
+		}
+		return nil, nil, err
+	}
+}
+
+// roundTrip writes the request on uc and reads the response head. Errors
+// before any response byte on a reused connection are *staleError.
+func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64) (*bodyPump, error) {
+	l := hc.l
+	stale := func(err error) error {
+		if uc.reused && isConnGone(err) {
+			return &staleError{err}
+		}
+		return err
+	}
+	if _, err := uc.nc.Write(hc.out); err != nil {
+		return nil, stale(err)
+	}
+	if len(body) > 0 {
+		if _, err := uc.nc.Write(body); err != nil {
+			return nil, stale(err)
+		}
+	}
+	var pump *bodyPump
+	if !complete {
+		// A reused connection keeps its last response deadline; the
+		// response deadline starts when the pump has sent the body.
+		uc.nc.SetReadDeadline(time.Time{})
+		pump = hc.startPump(uc, remain)
+	} else {
+		uc.nc.SetReadDeadline(time.Now().Add(l.cfg.ResponseTimeout))
+	}
+	uc.r, uc.w = 0, 0
+	got := false // a response byte came
+	eof := false // the endpoint closed: no more bytes will come
+	interim := 0 // 1xx responses relayed
+	for {
+		if uc.r == uc.w {
+			// All parsed (an interim response may have ended at the
+			// buffer's end): read from the start, never into an
+			// empty slice.
+			uc.r, uc.w = 0, 0
+		}
+		if uc.w > uc.r {
+			n, err := h1.ParseResponse(uc.buf[uc.r:uc.w], l.cfg.MaxHeaderBytes, hc.rfields[:], &hc.resp)
+			if err == nil {
+				if s := hc.resp.Status; s >= 100 && s < 200 {
+					if s == 101 {
+						return pump, hc.pumpFail(pump, errors.New("101 Switching Protocols to a request without Upgrade"))
+					}
+					if interim++; interim > maxInterim {
+						return pump, hc.pumpFail(pump, errTooManyInterim)
+					}
+					// An interim response (100 Continue, 103 Early
+					// Hints): relay it, without its hop-by-hop fields,
+					// and read on.
+					hc.out = hc.appendInterimHead(hc.out[:0])
+					if _, err := hc.c.Write(hc.out); err != nil {
+						return pump, hc.pumpFail(pump, err)
+					}
+					uc.r += n
+					continue
+				}
+				uc.r += n
+				if pump != nil {
+					pump.gotHead()
+				}
+				return pump, nil
+			}
+			if err != h1.ErrNeedMore {
+				return pump, hc.pumpFail(pump, err)
+			}
+			if eof {
+				// The endpoint closed in the middle of a head.
+				return pump, hc.pumpFail(pump, io.ErrUnexpectedEOF)
+			}
+			if uc.w == len(uc.buf) {
+				if uc.r > 0 {
+					uc.w = copy(uc.buf, uc.buf[uc.r:uc.w])
+					uc.r = 0
+				} else {
+					nb := make([]byte, 2*len(uc.buf))
+					copy(nb, uc.buf[:uc.w])
+					if len(uc.buf) == upBufSize {
+						upBufs.Put((*[upBufSize]byte)(uc.buf))
+					}
+					uc.buf = nb
+				}
+			}
+		}
+		n, err := uc.nc.Read(uc.buf[uc.w:])
+		uc.w += n
+		if n > 0 {
+			got = true
+		}
+		if err != nil {
+			if uc.w > uc.r && err == io.EOF {
+				eof = true
+				continue // parse what came before EOF, once
+			}
+			if !got && pump == nil {
+				err = stale(err)
+			}
+			return pump, hc.pumpFail(pump, err)
+		}
+	}
+}
+
+// appendInterimHead appends the client's copy of the interim response in
+// hc.resp: its status line, its end-to-end fields (hop-by-hop ones and the
+// fields its Connection names removed, as for a final response) and Via,
+// except on a 100 Continue, which is relayed bare as servers send it.
+func (hc *h1conn) appendInterimHead(b []byte) []byte {
+	resp := &hc.resp
+	b = appendStatusLine(b, resp.Status, resp.Reason)
+	for _, f := range resp.Fields {
+		switch classify(f.Name) {
+		case fieldHop, fieldLength, fieldTrailer:
+			continue
+		}
+		if resp.ConnOther && connNamed(resp.Fields, f.Name) {
+			continue
+		}
+		b = appendFieldBytes(b, f.Name, f.Value)
+	}
+	if resp.Status != 100 {
+		b = append(b, "Via: 1.1 outrigger\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// maxInterim is how many interim (1xx) responses the fast path relays
+// before one request's final response, as net/http's Transport allows; more
+// is answered 502.
+const maxInterim = 5
+
+// errTooManyInterim is an endpoint sending more than maxInterim interim
+// responses.
+var errTooManyInterim = errors.New("too many 1xx informational responses")
+
+// pumpFail stops pump, if any, and returns the error to report: the
+// client's body error when there is one.
+func (hc *h1conn) pumpFail(pump *bodyPump, err error) error {
+	if pump == nil {
+		return err
+	}
+	if perr := pump.abort(); perr != nil && !pump.induced(perr) {
+		var cbe *clientBodyError
+		if errors.As(perr, &cbe) || errors.Is(perr, errBodyTooLarge) {
+			return perr
+		}
+	}
+	return err
+}
+
+// isConnGone reports whether err says the peer closed the connection.
+func isConnGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
