@@ -15,7 +15,10 @@ import (
 // itself in an "x-echo-name" response header on every call, so a client
 // can see which backend answered.
 func serveGRPC(ctx context.Context, ln net.Listener, name string) error {
-	named := func(ctx context.Context) { grpc.SetHeader(ctx, metadata.Pairs("x-echo-name", name)) }
+	named := func(ctx context.Context) {
+		served.Add(1)
+		grpc.SetHeader(ctx, metadata.Pairs("x-echo-name", name))
+	}
 	srv := grpc.NewServer(
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			named(ctx)

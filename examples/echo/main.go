@@ -7,9 +7,13 @@
 // In TCP mode it greets each connection with one line naming itself
 // ("echo-1 hello from 127.0.0.1:9101") and then echoes every byte it
 // receives; when the client half-closes, it finishes echoing and closes. In
-// HTTP mode it answers every request with JSON naming itself and describing
+// HTTP mode (HTTP/1.1 and h2c) it answers every request with JSON naming itself and describing
 // the request it saw. Each connection runs in its own goroutine; the process
-// stops on SIGTERM or SIGINT.
+// stops on SIGTERM or SIGINT and then logs how many HTTP requests and gRPC
+// calls it answered.
+//
+// For benchmarks, -greet=false makes TCP mode a pure echo and -body N makes
+// HTTP mode answer every request with N fixed bytes instead of JSON.
 package main
 
 import (
@@ -25,9 +29,19 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+)
+
+// Benchmark settings, set from flags before serving starts (atomic so tests
+// can change them while servers from other tests wind down).
+var (
+	noGreet   atomic.Bool            // tcp mode: skip the greeting line, a pure echo
+	fixedBody atomic.Pointer[[]byte] // http mode: answer with these bytes instead of JSON
+	served    atomic.Int64           // HTTP requests and gRPC calls answered
 )
 
 func main() {
@@ -36,6 +50,8 @@ func main() {
 	mode := flag.String("mode", "tcp", "tcp (greet, then echo bytes), http (answer JSON describing the request) or grpc (the grpc.health.v1 service)")
 	dial := flag.String("dial", "", "client mode: connect to this address -n times and print each greeting, then exit")
 	count := flag.Int("n", 1, "client mode: how many connections to open, one after another")
+	greet := flag.Bool("greet", true, "tcp mode: greet before echoing; false makes a pure echo (for benchmarks)")
+	body := flag.Int("body", 0, "http mode: answer every request with this many fixed bytes instead of JSON (for benchmarks)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: echo [-name N] [-listen ADDR] [-mode tcp|http]\n"+
 			"       echo -dial ADDR [-n COUNT]\n\n"+
@@ -46,6 +62,14 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	noGreet.Store(!*greet)
+	if *body > 0 {
+		b := make([]byte, *body)
+		for i := range b {
+			b[i] = 'a' + byte(i%26)
+		}
+		fixedBody.Store(&b)
+	}
 	if *dial != "" {
 		if err := greetings(os.Stdout, *dial, *count); err != nil {
 			fmt.Fprintf(os.Stderr, "echo: %v\n", err)
@@ -76,6 +100,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echo: %v\n", err)
 		os.Exit(1)
 	}
+	slog.Info("echo stopped", "name", *name, "requests", served.Load())
 }
 
 // serveTCP greets and echoes on every connection until ctx ends, then closes
@@ -125,8 +150,10 @@ func serveTCP(ctx context.Context, ln net.Listener, name string) error {
 
 func echo(c net.Conn, name string) {
 	defer c.Close()
-	if _, err := fmt.Fprintf(c, "%s hello from %s\n", name, c.LocalAddr()); err != nil {
-		return
+	if !noGreet.Load() {
+		if _, err := fmt.Fprintf(c, "%s hello from %s\n", name, c.LocalAddr()); err != nil {
+			return
+		}
 	}
 	// io.Copy between two *net.TCPConn-backed values uses splice on Linux.
 	if _, err := io.Copy(c, c); err != nil {
@@ -171,10 +198,14 @@ type Answer struct {
 
 func serveHTTP(ctx context.Context, ln net.Listener, name string) error {
 	srv := &http.Server{
-		Handler:           handler(name),
+		Handler:           failing(handler(name), name, *failEvery),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		Protocols:         new(http.Protocols),
 	}
+	// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port.
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -189,7 +220,16 @@ func serveHTTP(ctx context.Context, ln net.Listener, name string) error {
 
 func handler(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
 		n, _ := io.Copy(io.Discard, r.Body)
+		if body := fixedBody.Load(); body != nil {
+			h := w.Header()
+			h.Set("Content-Type", "application/octet-stream")
+			h.Set("Content-Length", strconv.Itoa(len(*body)))
+			h.Set("X-Echo-Name", name)
+			w.Write(*body)
+			return
+		}
 		a := Answer{
 			Name: name, Method: r.Method, Host: r.Host, Path: r.URL.Path, Query: r.URL.RawQuery,
 			Proto: r.Proto, Headers: r.Header, Body: n, Remote: r.RemoteAddr,

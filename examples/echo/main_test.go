@@ -141,3 +141,69 @@ func TestGRPCServesHealthAndNamesItself(t *testing.T) {
 		t.Errorf("serveGRPC: %v", err)
 	}
 }
+
+func TestBenchModesPureEchoAndFixedBody(t *testing.T) {
+	body := []byte("0123456789")
+	noGreet.Store(true)
+	fixedBody.Store(&body)
+	t.Cleanup(func() { noGreet.Store(false); fixedBody.Store(nil) })
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go serveTCP(ctx, ln, "echo-8")
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "ping")
+	c.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != "ping" {
+		t.Errorf("pure echo read %q, %v; want %q with no greeting", got, err, "ping")
+	}
+
+	hln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serveHTTP(ctx, hln, "web-8")
+	before := served.Load()
+	resp, err := http.Get("http://" + hln.Addr().String() + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "0123456789" || resp.ContentLength != 10 || resp.Header.Get("X-Echo-Name") != "web-8" {
+		t.Errorf("fixed body: %q (Content-Length %d, X-Echo-Name %q)", b, resp.ContentLength, resp.Header.Get("X-Echo-Name"))
+	}
+	if n := served.Load() - before; n != 1 {
+		t.Errorf("served counted %d requests, want 1", n)
+	}
+}
+
+func TestHTTPServesH2C(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go serveHTTP(ctx, ln, "web-h2")
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.Header.Get("X-Echo-Name") != "web-h2" {
+		t.Errorf("proto %s, X-Echo-Name %q; want HTTP/2 from web-h2", resp.Proto, resp.Header.Get("X-Echo-Name"))
+	}
+}
