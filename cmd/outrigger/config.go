@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/discovery"
+	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/route"
 )
 
@@ -31,6 +34,9 @@ type Config struct {
 	Discovery []DiscoveryConfig `yaml:"discovery" json:"discovery"`
 	Outbound  []OutboundConfig  `yaml:"outbound" json:"outbound"`
 	Inbound   []InboundConfig   `yaml:"inbound" json:"inbound"`
+	// Upstreams holds per upstream service (the key, name.namespace) its
+	// circuit breakers, outlier detection and health checks.
+	Upstreams map[string]*UpstreamConfig `yaml:"upstreams" json:"upstreams,omitempty"`
 
 	// path is the file the config came from; relative paths inside it are
 	// resolved against its directory.
@@ -76,7 +82,8 @@ type FileDiscovery struct {
 // OutboundConfig is an explicit listener the application dials to reach an
 // upstream service. With protocol tcp it is bound to Service; with protocol
 // http each request is routed by Routes (Service alone means one catch-all
-// route to it).
+// route to it); with protocol auto each connection is sniffed: HTTP goes to
+// Routes (or Service), anything else to Service as TCP.
 type OutboundConfig struct {
 	Name            string   `yaml:"name" json:"name"`
 	Listen          string   `yaml:"listen" json:"listen"`
@@ -95,6 +102,19 @@ type OutboundConfig struct {
 	MaxHeaderBytes   int           `yaml:"max_header_bytes" json:"max_header_bytes,omitempty"`
 	MaxBodyBytes     int64         `yaml:"max_body_bytes" json:"max_body_bytes,omitempty"`
 	TrustedProxies   []string      `yaml:"trusted_proxies" json:"trusted_proxies,omitempty"`
+	// TLS terminates TLS from the application (http, grpc, auto).
+	TLS *ListenerTLS `yaml:"tls" json:"tls,omitempty"`
+
+	// auto only.
+	SniffTimeout Duration `yaml:"sniff_timeout" json:"sniff_timeout,omitempty"`
+}
+
+// ListenerTLS is a listener's server certificate and key, PEM files;
+// relative paths are taken from the config file's directory. The files are
+// watched and a new pair is served once both are written.
+type ListenerTLS struct {
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
 }
 
 // InboundConfig is a listener in front of the local application.
@@ -122,6 +142,8 @@ const (
 	defaultHeaderTimeout   = 10 * time.Second
 	defaultHTTPIdleTimeout = 60 * time.Second
 	defaultMaxHeaderBytes  = 64 << 10
+
+	defaultSniffTimeout = time.Second // proxy.DefaultSniffTimeout, whose comment says why
 )
 
 // Duration is a time.Duration written as "5s", "250ms" or "1h30m".
@@ -230,10 +252,26 @@ func positioned(path string, file *ast.File, err error) error {
 		msg = fmt.Sprintf("cannot use %s as %s", tokenText(tk.Value), te.DstType)
 	}
 	field := fieldAt(file, tk.Position.Line, tk.Position.Column)
+	msg += misplacedHint(field)
 	if field == "" {
 		return fmt.Errorf("%s:%d: %s", path, tk.Position.Line, msg)
 	}
 	return fmt.Errorf("%s:%d: %s: %s", path, tk.Position.Line, field, msg)
+}
+
+// misplacedHint explains an unknown resilience field on a listener or
+// route: those settings belong to the service, under upstreams.
+func misplacedHint(field string) string {
+	i := strings.LastIndexByte(field, '.')
+	if i < 0 || !strings.HasPrefix(field, "outbound[") && !strings.HasPrefix(field, "inbound[") {
+		return ""
+	}
+	switch name := field[i+1:]; name {
+	case "circuit_breaker", "outlier_detection", "health_check":
+		return fmt.Sprintf("; %s is set per upstream service, shared by every listener and route that sends to it: "+
+			"upstreams: {<name.namespace>: {%s: {...}}}", name, name)
+	}
+	return ""
 }
 
 func tokenText(v string) string {
@@ -259,12 +297,23 @@ func (c *Config) setDefaults() {
 				o.UpstreamProtocol = cmpOr(o.UpstreamProtocol, "h2c")
 			}
 			o.UpstreamProtocol = cmpOr(o.UpstreamProtocol, "http1")
+			if o.Protocol == "auto" {
+				// idle_timeout bounds the connections forwarded as TCP, as
+				// on a tcp listener; HTTP keep-alive has its own default.
+				o.IdleTimeout = cmpOr(o.IdleTimeout, Dur(defaultIdleTimeout))
+				o.SniffTimeout = cmpOr(o.SniffTimeout, Dur(defaultSniffTimeout))
+			}
 			o.IdleTimeout = cmpOr(o.IdleTimeout, Dur(defaultHTTPIdleTimeout))
 			o.ResponseTimeout = cmpOr(o.ResponseTimeout, Dur(defaultResponseTimeout))
 			o.HeaderTimeout = cmpOr(o.HeaderTimeout, Dur(defaultHeaderTimeout))
 			o.MaxHeaderBytes = cmpOr(o.MaxHeaderBytes, defaultMaxHeaderBytes)
 		} else {
 			o.IdleTimeout = cmpOr(o.IdleTimeout, Dur(defaultIdleTimeout))
+		}
+	}
+	for _, u := range c.Upstreams {
+		if u != nil {
+			u.setDefaults()
 		}
 	}
 	for i := range c.Inbound {
@@ -372,6 +421,8 @@ func (c *Config) validate() []fieldError {
 			}
 		case !o.isHTTP():
 			add(p+".service", "required: the upstream service key, like orders.shop")
+		case o.Protocol == "auto":
+			add(p+".service", "required: an auto listener forwards connections that are not HTTP to this service (and HTTP requests too, unless routes are set)")
 		case len(o.Routes) == 0:
 			add(p+".routes", "required: an %s listener needs routes, or a service for all requests", o.Protocol)
 		}
@@ -383,7 +434,7 @@ func (c *Config) validate() []fieldError {
 			case o.Protocol == "grpc" && o.UpstreamProtocol != "h2c":
 				add(p+".upstream_protocol", "gRPC needs HTTP/2 to its upstreams: use h2c (or leave it out)")
 			}
-			if o.Service != "" && len(o.Routes) > 0 {
+			if o.Service != "" && len(o.Routes) > 0 && o.Protocol != "auto" {
 				add(p+".service", "set either service (one catch-all route) or routes, not both")
 			}
 			if _, err := o.routeConfig(); err != nil {
@@ -409,15 +460,26 @@ func (c *Config) validate() []fieldError {
 					add(fmt.Sprintf("%s.trusted_proxies[%d]", p, j), "%q is not an IP address or CIDR prefix, like 10.0.0.0/8", tp)
 				}
 			}
+			if o.TLS != nil {
+				c.checkTLS(add, p+".tls", o.TLS)
+			}
 		} else {
 			for field, set := range map[string]bool{"routes": len(o.Routes) > 0, "response_timeout": o.ResponseTimeout != (Duration{}),
 				"header_timeout": o.HeaderTimeout != (Duration{}), "max_header_bytes": o.MaxHeaderBytes != 0,
 				"max_body_bytes": o.MaxBodyBytes != 0, "trusted_proxies": len(o.TrustedProxies) > 0,
 				"upstream_protocol": o.UpstreamProtocol != ""} {
 				if set {
-					add(p+"."+field, "applies only to protocol: http or grpc")
+					add(p+"."+field, "applies only to protocol: http, grpc or auto")
 				}
 			}
+			if o.TLS != nil {
+				add(p+".tls", "applies only to protocol: http, grpc or auto (a tcp listener forwards TLS as it is)")
+			}
+		}
+		if o.Protocol == "auto" {
+			checkDur(p+".sniff_timeout", o.SniffTimeout)
+		} else if o.SniffTimeout != (Duration{}) {
+			add(p+".sniff_timeout", "applies only to protocol: auto")
 		}
 		if !slices.Contains(balancerNames, o.Balancer) {
 			add(p+".balancer", "unknown balancer %q (want %s)", o.Balancer, strings.Join(balancerNames, " or "))
@@ -442,6 +504,7 @@ func (c *Config) validate() []fieldError {
 			}
 		}
 	}
+	c.validateUpstreams(add, checkDur)
 	for i, in := range c.Inbound {
 		p := fmt.Sprintf("inbound[%d]", i)
 		checkListener(p, in.Name, in.Listen)
@@ -461,6 +524,44 @@ func (c *Config) validate() []fieldError {
 
 var balancerNames = balancer.PolicyNames()
 
+// validateUpstreams checks the upstreams map: each key a service that some
+// outbound listener or route sends to (a typo would silently leave a
+// service unguarded), each entry's fields.
+func (c *Config) validateUpstreams(add func(string, string, ...any), checkDur func(string, Duration)) {
+	used, _ := serviceBalancers(c)
+	for _, svc := range slices.Sorted(maps.Keys(c.Upstreams)) {
+		p := upstreamPath(svc)
+		if err := discovery.ValidateService(svc); err != nil {
+			add(p, "%v", err)
+			continue
+		}
+		u := c.Upstreams[svc]
+		if _, ok := used[svc]; !ok {
+			add(p, "no outbound listener or route sends to service %s; remove this entry or fix the name", svc)
+		}
+		if u == nil {
+			continue
+		}
+		bad := false
+		u.validate(func(path, format string, args ...any) { bad = true; add(path, format, args...) },
+			func(path string, d Duration) {
+				if d.invalid != "" || d.d < 0 {
+					bad = true
+				}
+				checkDur(path, d)
+			}, p)
+		if bad {
+			continue
+		}
+		// The balancer's own check, in case this file's rules miss one.
+		if err := balancerConfig(svc, defaultBalancer, u).Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				add(p, "%v", e)
+			}
+		}
+	}
+}
+
 func checkProtocol(add func(string, string, ...any), p, proto string, httpOK bool) {
 	switch proto {
 	case "tcp":
@@ -468,10 +569,14 @@ func checkProtocol(add func(string, string, ...any), p, proto string, httpOK boo
 		if !httpOK {
 			add(p+".protocol", "%q is not available on inbound listeners yet (want tcp)", proto)
 		}
-	case "http2", "auto":
-		add(p+".protocol", "%q is not available yet: use http (HTTP/1.1 and h2c), grpc or tcp", proto)
+	case "auto":
+		if !httpOK {
+			add(p+".protocol", "%q is not available on inbound listeners yet (want tcp)", proto)
+		}
+	case "http2":
+		add(p+".protocol", "%q is not a protocol here: use http (HTTP/1.1, h2c, and h2 over tls), grpc, auto or tcp", proto)
 	default:
-		add(p+".protocol", "unknown protocol %q (want tcp, http or grpc)", proto)
+		add(p+".protocol", "unknown protocol %q (want tcp, http, grpc or auto)", proto)
 	}
 }
 
@@ -485,8 +590,54 @@ func prevIndex(outs []OutboundConfig, svc string) int {
 	return -1
 }
 
-// isHTTP reports whether the listener runs the HTTP engine.
-func (o *OutboundConfig) isHTTP() bool { return o.Protocol == "http" || o.Protocol == "grpc" }
+// isHTTP reports whether the listener runs the HTTP engine (auto: for the
+// connections that turn out to be HTTP).
+func (o *OutboundConfig) isHTTP() bool {
+	return o.Protocol == "http" || o.Protocol == "grpc" || o.Protocol == "auto"
+}
+
+// checkTLS checks a listener's certificate and key: both named, both
+// readable, and the key the certificate's. Errors name the file at fault.
+func (c *Config) checkTLS(add func(string, string, ...any), p string, t *ListenerTLS) {
+	if t.CertFile == "" {
+		add(p+".cert_file", "required: the PEM certificate file (the server's certificate first, then intermediates)")
+	}
+	if t.KeyFile == "" {
+		add(p+".key_file", "required: the PEM private key file of the certificate")
+	}
+	if t.CertFile == "" || t.KeyFile == "" {
+		return
+	}
+	_, err := proxy.LoadKeyPair(c.tlsFiles(t))
+	var ce *proxy.CertError
+	if !errors.As(err, &ce) {
+		if err != nil {
+			add(p, "%v", err)
+		}
+		return
+	}
+	field, configured := p+".cert_file", t.CertFile
+	if ce.Key {
+		field, configured = p+".key_file", t.KeyFile
+	}
+	switch {
+	case errors.Is(ce.Err, fs.ErrNotExist):
+		add(field, "%s does not exist (relative paths are taken from the config file's directory)", ce.Path)
+	case errors.Is(ce.Err, fs.ErrPermission):
+		add(field, "%s is not readable by this process: %v", ce.Path, ce.Err)
+	default:
+		if ce.Path != configured {
+			add(field, "%s (%s): %v", configured, ce.Path, ce.Err)
+		} else {
+			add(field, "%s: %v", configured, ce.Err)
+		}
+	}
+}
+
+// tlsFiles resolves a listener's certificate paths against the config file.
+func (c *Config) tlsFiles(t *ListenerTLS) proxy.TLSFiles {
+	return proxy.TLSFiles{CertFile: c.resolve(t.CertFile), KeyFile: c.resolve(t.KeyFile)}
+}
 
 func unjoin(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {

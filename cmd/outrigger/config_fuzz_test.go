@@ -15,6 +15,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("a: &x [1]\nb: *x\n"))
 	f.Add([]byte("discovery:\n  - {name: a, file: {path: s}}\noutbound:\n  - {name: o, listen: '127.0.0.1:1', protocol: http, " +
 		"routes: [{match: {path: {type: Regex, value: a}}, backends: [{service: a.b}]}]}\n"))
+	f.Add([]byte(upstreamsHead + "  orders.shop:\n    circuit_breaker: {open: 1m}\n    outlier_detection: {}\n" +
+		"    health_check: {type: http, http: {expected_statuses: [200-299, 300]}}\n  'a.b': ~\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := ParseConfig("f.yaml", data)
 		if err != nil && !strings.HasPrefix(err.Error(), "f.yaml") {

@@ -129,7 +129,7 @@ outbound:
   - name: a
     listen: 127.0.0.1:9000
     service: orders.shop
-    protocol: auto
+    protocol: http2
 inbound:
   - name: app
     listen: 127.0.0.1:9000
@@ -146,10 +146,10 @@ inbound:
 			`c.yaml:9: outbound[0].balancer: unknown balancer "rr" (want round_robin or least_conn)`,
 			`c.yaml:10: outbound[0].connect_attempts: 9 is out of range 1..5`,
 			`c.yaml:11: outbound[1].name: duplicate listener name "a" (also outbound[0].name)`,
-			`c.yaml:14: outbound[1].protocol: "auto" is not available yet: use http (HTTP/1.1 and h2c), grpc or tcp`,
+			`c.yaml:14: outbound[1].protocol: "http2" is not a protocol here: use http (HTTP/1.1, h2c, and h2 over tls), grpc, auto or tcp`,
 			`c.yaml:17: inbound[0].listen: 127.0.0.1:9000 is already used by outbound[1].listen`,
 			`c.yaml:18: inbound[0].forward: "localhost:8080" is not an ip:port address with a non-zero port, like 127.0.0.1:8080`,
-			`c.yaml:19: inbound[0].protocol: unknown protocol "udp" (want tcp, http or grpc)`,
+			`c.yaml:19: inbound[0].protocol: unknown protocol "udp" (want tcp, http, grpc or auto)`,
 		},
 	}, {
 		name: "missing required fields point at their block",
@@ -188,7 +188,7 @@ inbound:
 			`c.yaml:16: outbound[0].routes[1].backends[0].service: invalid service key "Web": want name.namespace, like orders.shop`,
 			`c.yaml:17: outbound[0].routes[1].rewrite_prefix: needs a Prefix path match, not Regex`,
 			`c.yaml:21: outbound[1].balancer: service api.demo already uses balancer round_robin (outbound[0].balancer); one service has one balancer`,
-			`c.yaml:22: outbound[1].max_body_bytes: applies only to protocol: http or grpc`,
+			`c.yaml:22: outbound[1].max_body_bytes: applies only to protocol: http, grpc or auto`,
 		},
 	}, {
 		name: "http listener needs routes or a service",

@@ -74,9 +74,11 @@ While it runs, the admin server (default 127.0.0.1:15000) answers
 				UsageText: "outrigger run -c outrigger.yaml [--log-level debug] [--log-format json]",
 				Description: configHelp + `
 
-Signals: SIGHUP re-reads the discovery files; SIGTERM or SIGINT drains (the
-admin /ready turns 503, listeners stop accepting, open connections get up to
-drain.timeout to finish) and exits 0. A second SIGTERM or SIGINT exits at once.`,
+Signals: SIGHUP reloads the config file (as does saving it) and re-reads the
+discovery files; a config that fails validation is logged and the running one
+stays. SIGTERM or SIGINT drains (the admin /ready turns 503, listeners stop
+accepting, open connections get up to drain.timeout to finish) and exits 0.
+A second SIGTERM or SIGINT exits at once.`,
 				Flags: []cli.Flag{
 					configFlag,
 					&cli.StringFlag{

@@ -132,13 +132,18 @@ func (h RouteHeaderOps) ops() route.HeaderOps {
 	return ops
 }
 
-// services lists the upstream services the listener can send to.
+// services lists the upstream services the listener can send to; for auto
+// its service (where connections that are not HTTP go) comes first.
 func (o *OutboundConfig) services() []string {
 	if !o.isHTTP() || len(o.Routes) == 0 {
 		return []string{o.Service}
 	}
 	var out []string
 	seen := map[string]bool{}
+	if o.Protocol == "auto" && o.Service != "" {
+		seen[o.Service] = true
+		out = append(out, o.Service)
+	}
 	for _, r := range o.Routes {
 		for _, b := range r.Backends {
 			if !seen[b.Service] {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -17,159 +15,91 @@ import (
 	"github.com/outrigger-mesh/outrigger/discovery/catalog"
 	"github.com/outrigger-mesh/outrigger/discovery/file"
 	"github.com/outrigger-mesh/outrigger/proxy"
-	"github.com/outrigger-mesh/outrigger/proxy/route"
 )
 
-// process is one running Outrigger, built from a Config.
+// process is one running Outrigger. The catalog, supervisor, server and
+// admin server live as long as the process; the sources, balancers and
+// listeners follow the config, which reload replaces while it runs.
 type process struct {
-	cfg *Config
-	log *slog.Logger
+	// set at construction
+	path    string  // the config file, read again on reload
+	initial *Config // applied by run
+	log     *slog.Logger
 
 	catalog    *catalog.Catalog
 	supervisor *discovery.Supervisor
-	sources    []discovery.Source
-	files      []*file.Source
-	balancers  []*balancer.Balancer // one per upstream service, in config order
 	server     *proxy.Server
 	admin      *proxy.Admin
+
+	// set by run before the first apply; the control plane's goroutines
+	// (sources, balancers) run under ctrlCtx and ctrl waits for them
+	ctrlCtx context.Context
+	ctrl    sync.WaitGroup
+
+	// Written only by run's goroutine (apply, reload); mu guards them for
+	// the admin callbacks, which read from other goroutines.
+	mu        sync.Mutex
+	cfg       *Config // the running config; nil until the first apply
+	sources   map[string]*sourceRun
+	balancers map[string]*balancerRun // one per upstream service
+	listeners map[string]*listenerRun
+	status    reloadStatus
 }
 
-// build turns the config into components; it starts nothing.
+// build makes the process's lasting parts from the config; it binds and
+// starts nothing (run does, and applies cfg).
 func build(cfg *Config, log *slog.Logger) (*process, error) {
-	p := &process{cfg: cfg, log: log}
+	p := &process{path: cfg.path, initial: cfg, log: log}
 	p.catalog = catalog.New(catalog.Options{Logger: log.With("component", "catalog")})
 	p.supervisor = discovery.NewSupervisor(p.catalog, discovery.SupervisorOptions{Logger: log.With("component", "discovery")})
-	for _, d := range cfg.Discovery {
-		if err := p.catalog.RegisterSource(d.Name, d.Priority); err != nil {
-			return nil, err
-		}
-		switch {
-		case d.File != nil:
-			src, err := file.New(d.Name, file.Config{Path: cfg.resolve(d.File.Path)},
-				file.Options{Logger: log.With("component", "file")})
-			if err != nil {
-				return nil, err
-			}
-			p.sources = append(p.sources, src)
-			p.files = append(p.files, src)
-		}
-	}
-
-	locality := discovery.Locality{Cluster: cfg.Node.Cluster, Zone: cfg.Node.Zone}
-	byService := map[string]*balancer.Balancer{}
-	upstream := func(service, policy string) (*balancer.Balancer, error) {
-		if b := byService[service]; b != nil {
-			return b, nil
-		}
-		b, err := balancer.New(balancer.Config{Service: service, Policy: policy, Locality: locality},
-			balancer.Options{Logger: log.With("component", "balancer", "service", service), Watcher: p.catalog})
-		if err != nil {
-			return nil, err
-		}
-		byService[service] = b
-		p.balancers = append(p.balancers, b)
-		return b, nil
-	}
-	var listeners []proxy.Listener
-	popts := proxy.Options{Logger: log.With("component", "proxy")}
-	for _, o := range cfg.Outbound {
-		if o.isHTTP() {
-			l, err := p.httpListener(o, upstream, popts)
-			if err != nil {
-				return nil, fmt.Errorf("outbound %q: %w", o.Name, err)
-			}
-			listeners = append(listeners, l)
-			continue
-		}
-		b, err := upstream(o.Service, o.Balancer)
-		if err != nil {
-			return nil, fmt.Errorf("outbound %q: %w", o.Name, err)
-		}
-		listeners = append(listeners, proxy.NewTCPListener(proxy.TCPConfig{
-			Name:            o.Name,
-			Listen:          o.Listen,
-			ConnectTimeout:  o.ConnectTimeout.D(),
-			IdleTimeout:     o.IdleTimeout.D(),
-			ConnectAttempts: o.ConnectAttempts,
-		}, b, popts))
-	}
-	for _, in := range cfg.Inbound {
-		addr := netip.MustParseAddrPort(in.Forward) // validated
-		listeners = append(listeners, proxy.NewTCPListener(proxy.TCPConfig{
-			Name:            in.Name,
-			Listen:          in.Listen,
-			ConnectTimeout:  in.ConnectTimeout.D(),
-			IdleTimeout:     in.IdleTimeout.D(),
-			ConnectAttempts: 1,
-		}, proxy.StaticUpstream(in.Name, addr), popts))
-	}
-	p.server = proxy.NewServer(proxy.ServerConfig{DrainTimeout: cfg.Drain.Timeout.D()}, popts, listeners...)
+	p.server = proxy.NewServer[proxy.Listener](proxy.ServerConfig{DrainTimeout: cfg.Drain.Timeout.D()},
+		proxy.Options{Logger: log.With("component", "proxy")})
 	p.admin = proxy.NewAdmin(cfg.Admin.Listen, proxy.AdminOptions{
 		Logger:    log.With("component", "admin"),
 		Ready:     p.ready,
-		Config:    func() any { return p.cfg },
+		Config:    p.configView,
 		Endpoints: p.endpoints,
 	})
 	return p, nil
 }
 
-// httpListener builds an http outbound listener: its route table and a
-// balancer for every service its routes send to.
-func (p *process) httpListener(o OutboundConfig, upstream func(service, policy string) (*balancer.Balancer, error),
-	popts proxy.Options) (*proxy.HTTPListener, error) {
-	rc, err := o.routeConfig() // validated with the config
-	if err != nil {
-		return nil, err
-	}
-	table, err := route.New(rc)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range table.Warnings() {
-		p.log.Warn("route table: "+w, "listener", o.Name)
-	}
-	ups := proxy.Upstreams{}
-	for _, svc := range o.services() {
-		b, err := upstream(svc, o.Balancer)
-		if err != nil {
-			return nil, err
-		}
-		ups[svc] = b
-	}
-	var trusted []netip.Prefix
-	for _, t := range o.TrustedProxies {
-		pfx, _ := parsePrefix(t) // validated
-		trusted = append(trusted, pfx)
-	}
-	return proxy.NewHTTPListener(proxy.HTTPConfig{
-		Name:             o.Name,
-		Listen:           o.Listen,
-		ConnectTimeout:   o.ConnectTimeout.D(),
-		ConnectAttempts:  o.ConnectAttempts,
-		ResponseTimeout:  o.ResponseTimeout.D(),
-		HeaderTimeout:    o.HeaderTimeout.D(),
-		IdleTimeout:      o.IdleTimeout.D(),
-		MaxHeaderBytes:   o.MaxHeaderBytes,
-		MaxBodyBytes:     o.MaxBodyBytes,
-		TrustedProxies:   trusted,
-		UpstreamProtocol: o.UpstreamProtocol,
-		GRPC:             o.Protocol == "grpc",
-	}, table, ups, popts), nil
-}
-
-// ready is the admin /ready check: every listener bound and every upstream
-// has had its first discovery answer.
+// ready is the admin /ready check: the config applied, every listener
+// bound and every upstream has had its first discovery answer.
 func (p *process) ready() (bool, []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg == nil {
+		return false, []string{"starting"}
+	}
 	var reasons []string
 	if !p.server.Bound() {
 		reasons = append(reasons, "listeners are not bound yet")
 	}
-	for _, b := range p.balancers {
-		if !b.Ready() {
-			reasons = append(reasons, fmt.Sprintf("upstream %s: waiting for its first discovery answer", b.Service()))
+	for _, r := range p.sortedBalancers() {
+		if !r.b.Ready() {
+			reasons = append(reasons, fmt.Sprintf("upstream %s: waiting for its first discovery answer", r.b.Service()))
 		}
 	}
 	return len(reasons) == 0, reasons
+}
+
+// sortedBalancers returns the balancers in the order the running config
+// names their services; mu is held.
+func (p *process) sortedBalancers() []*balancerRun {
+	_, order := serviceBalancers(p.cfg)
+	out := make([]*balancerRun, 0, len(p.balancers))
+	for _, svc := range order {
+		if r := p.balancers[svc]; r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (p *process) configView() any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return configView{Config: p.cfg, Reload: p.status}
 }
 
 type endpointsView struct {
@@ -178,11 +108,39 @@ type endpointsView struct {
 }
 
 func (p *process) endpoints() any {
-	v := endpointsView{Sources: p.supervisor.Status(), Upstreams: make([]balancer.Status, 0, len(p.balancers))}
-	for _, b := range p.balancers {
-		v.Upstreams = append(v.Upstreams, b.Status())
+	p.mu.Lock()
+	runs := p.sortedBalancers()
+	p.mu.Unlock()
+	v := endpointsView{Sources: p.supervisor.Status(), Upstreams: make([]balancer.Status, 0, len(runs))}
+	for _, r := range runs {
+		v.Upstreams = append(v.Upstreams, r.b.Status())
 	}
 	return v
+}
+
+// sighup reloads the config file, then re-reads every discovery file and
+// TLS certificate of the running config. It runs on run's goroutine, which
+// owns p.sources and p.listeners.
+func (p *process) sighup() {
+	p.reload("SIGHUP")
+	var files []*file.Source
+	for _, r := range p.sources {
+		if r.file != nil {
+			files = append(files, r.file)
+		}
+	}
+	p.log.Info("SIGHUP: re-reading discovery files", "files", len(files))
+	for _, f := range files {
+		f.Reload()
+	}
+	for _, r := range p.listeners {
+		if r.certs == nil {
+			continue
+		}
+		if err := r.certs.Reload(); err != nil {
+			p.log.Warn("SIGHUP: certificate not reloaded; the one in use stays", "listener", r.spec.name(), "err", err)
+		}
+	}
 }
 
 // runProxy builds and runs the proxy until ctx ends or SIGTERM/SIGINT, then
@@ -203,7 +161,7 @@ func (p *process) run(ctx context.Context, sigs <-chan os.Signal) error {
 	if err := p.admin.Listen(); err != nil {
 		return fmt.Errorf("admin: %w (set admin.listen to a free address)", err)
 	}
-	if err := p.server.Listen(); err != nil {
+	if err := p.server.Listen(); err != nil { // no listener yet: apply adds them
 		return err
 	}
 
@@ -211,22 +169,24 @@ func (p *process) run(ctx context.Context, sigs <-chan os.Signal) error {
 	// data plane has drained, so /endpoints and picks keep working during
 	// the drain.
 	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
+	p.ctrlCtx = ctrlCtx
+	defer p.ctrl.Wait()
 	defer stopCtrl()
-	var wg sync.WaitGroup
-	goRun := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctrlCtx); err != nil && !errors.Is(err, context.Canceled) {
-				p.log.Error(name+" stopped", "err", err)
-			}
-		}()
+	if _, err := p.apply(p.initial); err != nil {
+		return err
 	}
-	goRun("discovery", func(ctx context.Context) error { return p.supervisor.Run(ctx, p.sources...) })
-	for _, b := range p.balancers {
-		goRun("balancer", b.Run)
-	}
-	goRun("admin", p.admin.Serve)
+
+	configChanged := make(chan struct{}, 1)
+	p.ctrl.Go(func() {
+		if err := watchConfig(ctrlCtx, p.path, configChanged); err != nil {
+			p.log.Warn("not watching the config file; SIGHUP still reloads it", "path", p.path, "err", err)
+		}
+	})
+	p.ctrl.Go(func() {
+		if err := p.admin.Serve(ctrlCtx); err != nil {
+			p.log.Error("admin stopped", "err", err)
+		}
+	})
 
 	serveCtx, stopServe := context.WithCancel(context.Background())
 	defer stopServe()
@@ -244,10 +204,11 @@ func (p *process) run(ctx context.Context, sigs <-chan os.Signal) error {
 	var closeListeners <-chan time.Time
 	drain := func(why string) {
 		draining = true
-		p.log.Info("draining", "why", why, "delay", p.cfg.Drain.Delay.D().String(), "timeout", p.cfg.Drain.Timeout.D().String())
+		delay, timeout := p.cfg.Drain.Delay.D(), p.cfg.Drain.Timeout.D()
+		p.log.Info("draining", "why", why, "delay", delay.String(), "timeout", timeout.String())
 		p.admin.SetDraining()
-		if d := p.cfg.Drain.Delay.D(); d > 0 {
-			closeListeners = time.After(d)
+		if delay > 0 {
+			closeListeners = time.After(delay)
 			return
 		}
 		stopServe()
@@ -259,16 +220,19 @@ loop:
 		select {
 		case sig := <-sigs:
 			switch {
+			case sig == syscall.SIGHUP && draining:
+				p.log.Info("SIGHUP during the drain: ignored")
 			case sig == syscall.SIGHUP:
-				p.log.Info("SIGHUP: re-reading discovery files", "files", len(p.files))
-				for _, f := range p.files {
-					f.Reload()
-				}
+				p.sighup()
 			case draining:
 				p.log.Warn("second signal during drain: exiting at once", "signal", sig.String())
 				return fmt.Errorf("drain interrupted by %s", sig)
 			default:
 				drain(sig.String())
+			}
+		case <-configChanged:
+			if !draining {
+				p.reload("file changed")
 			}
 		case <-done:
 			done = nil
@@ -283,7 +247,7 @@ loop:
 		}
 	}
 	stopCtrl()
-	wg.Wait()
+	p.ctrl.Wait()
 	if serveErr != nil {
 		return serveErr
 	}

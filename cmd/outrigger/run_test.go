@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -18,56 +17,11 @@ import (
 	"go.uber.org/goleak"
 )
 
-// greeter is a backend that greets each connection with name and then
-// holds it open until the client closes.
-func greeter(t *testing.T, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", name)
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // startProcess builds and runs a process on a config with :0 ports.
 func startProcess(t *testing.T, drain string) (*process, chan os.Signal, <-chan error, string) {
 	t.Helper()
 	dir := t.TempDir()
-	backend := greeter(t, "b1")
+	backend := echoGreeter(t, "b1")
 	host, port, _ := net.SplitHostPort(backend)
 	services := filepath.Join(dir, "services.yaml")
 	if err := os.WriteFile(services, []byte(fmt.Sprintf("services:\n  - name: b.test\n    endpoints: [{address: %s, port: %s}]\n", host, port)), 0o644); err != nil {
@@ -136,7 +90,7 @@ func TestRunServesReloadsOnSIGHUPAndDrainsOnSIGTERM(t *testing.T) {
 	}
 
 	// SIGHUP re-reads the file: a second backend appears.
-	b2 := greeter(t, "b2")
+	b2 := echoGreeter(t, "b2")
 	host, port, _ := net.SplitHostPort(b2)
 	old, _ := os.ReadFile(services)
 	grown := strings.Replace(string(old), "}]", fmt.Sprintf("}, {address: %s, port: %s}]", host, port), 1)

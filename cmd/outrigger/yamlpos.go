@@ -14,14 +14,67 @@ import (
 func lineOf(file *ast.File, field string) int {
 	for p := field; ; {
 		if n := nodeAt(file, p); n != nil {
+			if line := keyLine(file, p); line > 0 {
+				return line
+			}
 			return n.GetToken().Position.Line
 		}
 		i := strings.LastIndexAny(p, ".[")
+		if q := strings.LastIndex(p, ".'"); strings.HasSuffix(p, "'") && q >= 0 {
+			i = q // a quoted key holds dots of its own
+		}
 		if i <= 0 {
 			return 1
 		}
 		p = p[:i]
 	}
+}
+
+// keyLine is the line of the key of the mapping entry at field (for a
+// block value, the line that names the field rather than the value's
+// first line); 0 when field is not a mapping entry.
+func keyLine(file *ast.File, field string) int {
+	line := 0
+	var visit func(n ast.Node, path string)
+	visit = func(n ast.Node, path string) {
+		switch n := n.(type) {
+		case *ast.MappingNode:
+			for _, v := range n.Values {
+				visit(v, path)
+			}
+		case *ast.MappingValueNode:
+			p := joinKey(path, n.Key.GetToken().Value)
+			if p == field {
+				line = n.Key.GetToken().Position.Line
+				return
+			}
+			if strings.HasPrefix(field, p) {
+				visit(n.Value, p)
+			}
+		case *ast.SequenceNode:
+			for i, v := range n.Values {
+				visit(v, fmt.Sprintf("%s[%d]", path, i))
+			}
+		case *ast.AnchorNode:
+			visit(n.Value, path)
+		}
+	}
+	for _, doc := range file.Docs {
+		visit(doc.Body, "")
+	}
+	return line
+}
+
+// joinKey appends a mapping key to a field path, quoting a key that holds
+// a dot (a service name under upstreams) as go-yaml's path syntax does.
+func joinKey(path, key string) string {
+	if strings.Contains(key, ".") {
+		key = "'" + key + "'"
+	}
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 func nodeAt(file *ast.File, field string) ast.Node {
@@ -71,10 +124,7 @@ func findTag(file *ast.File) (field string, line int, tag string) {
 				}
 			}
 		case *ast.MappingValueNode:
-			p := n.Key.GetToken().Value
-			if path != "" {
-				p = path + "." + p
-			}
+			p := joinKey(path, n.Key.GetToken().Value)
 			return visit(n.Key, path) || visit(n.Value, p)
 		case *ast.SequenceNode:
 			for i, v := range n.Values {
@@ -107,11 +157,7 @@ func walk(n ast.Node, path string, line, col int) (string, bool) {
 			}
 		}
 	case *ast.MappingValueNode:
-		key := n.Key.GetToken().Value
-		p := key
-		if path != "" {
-			p = path + "." + key
-		}
+		p := joinKey(path, n.Key.GetToken().Value)
 		if at(n.Key, line, col) {
 			return p, true
 		}
