@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test fuzz lint bench clean
+.PHONY: all build run test fuzz lint bench bench-go bench-full bench-smoke clean
 
 all: build
 
@@ -18,17 +18,20 @@ build:
 run: build
 	BIN=$(BIN) ./examples/local/run.sh
 
-## test: everything CI runs — vet, format check, unit tests with -race, end-to-end tests, short fuzz runs (3 × 10 s)
+## test: everything CI runs — vet, format check, unit and end-to-end tests with -race; every fuzz
+## target replays its seeds and its committed corpus (testdata/fuzz) — deterministic, so CI cannot
+## fail on an input found by chance; new inputs come from `make fuzz` and are committed
 test: lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
-	$(MAKE) fuzz FUZZTIME=10s
 
-## fuzz: run each fuzz target for FUZZTIME (go test -fuzz takes one package at a time)
+## fuzz: explore each fuzz target for FUZZTIME (go test -fuzz takes one package at a time); commit what it finds under testdata/fuzz
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/outrigger/
 	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./proxy/route/
 	$(GO) test -run '^$$' -fuzz '^FuzzGuardSplitInvariance$$' -fuzztime $(FUZZTIME) ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./proxy/internal/h1/
 
 ## lint: go vet plus a gofmt check
 lint:
@@ -36,9 +39,22 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-## bench: go benchmarks of the hot path (Pick, catalog fan-out, route match, TCP and HTTP through the proxy)
-bench:
+## bench-go: go benchmarks of the hot path (Pick, catalog fan-out, route match, TCP and HTTP through the proxy)
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./balancer/ ./discovery/catalog/ ./proxy/ ./proxy/route/
+
+## bench: Outrigger beside direct, HAProxy, nginx, Caddy and Consul, 3 repetitions (~15 min); tools installed on first use; see docs/benchmarks.md
+BENCHFLAGS ?=
+bench: build
+	$(GO) run ./bench/cmd/benchrun -set quick -docs docs/benchmarks.md $(BENCHFLAGS)
+
+## bench-full: the same with 5 repetitions, longer runs and the full connection sweep
+bench-full: build
+	$(GO) run ./bench/cmd/benchrun -set full -docs docs/benchmarks.md $(BENCHFLAGS)
+
+## bench-smoke: one short repetition of every scenario; asserts only that each produced numbers (CI)
+bench-smoke: build
+	$(GO) run ./bench/cmd/benchrun -set smoke -out $${TMPDIR:-/tmp}/outrigger-bench-smoke $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN)
