@@ -18,11 +18,11 @@ build:
 run: build
 	BIN=$(BIN) ./examples/local/run.sh
 
-## test: everything CI runs — vet, format check, unit and end-to-end tests with -race; every fuzz
-## target replays its seeds and its committed corpus (testdata/fuzz) — deterministic, so CI cannot
-## fail on an input found by chance; new inputs come from `make fuzz` and are committed
+## test: everything CI runs — vet, format check, unit and end-to-end tests with -race (every fuzz target
+## also replays its seeds and committed corpus in testdata/fuzz), then a short fuzz run of each target (5 × 10 s)
 test: lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz FUZZTIME=10s
 
 ## fuzz: explore each fuzz target for FUZZTIME (go test -fuzz takes one package at a time); commit what it finds under testdata/fuzz
 FUZZTIME ?= 60s
