@@ -73,6 +73,7 @@ type h1conn struct {
 	chunks  h1.ChunkedScanner // the request body's (a body pump's while it runs)
 	rchunks h1.ChunkedScanner // the response body's
 	info    balancer.PickInfo
+	rec     RequestRecord // the request being served, for l.obs
 
 	client    string // client address for X-Forwarded-For
 	trusted   bool   // client is a TrustedProxies peer
@@ -269,9 +270,33 @@ func (hc *h1conn) loop() (handoff bool) {
 		}
 		hc.served = true
 		hc.head = string(hc.req.Method) == "HEAD"
-		if !hc.serveRequest(n) {
+		if l.obs != nil {
+			hc.beginRecord()
+		}
+		ok := hc.serveRequest(n)
+		if l.obs != nil {
+			hc.rec.Duration = time.Since(hc.rec.Start)
+			l.obs.ObserveRequest(&hc.rec)
+		}
+		if !ok {
 			return false
 		}
+	}
+}
+
+// beginRecord starts hc.rec for the request just parsed.
+func (hc *h1conn) beginRecord() {
+	l, req := hc.l, &hc.req
+	hc.rec = RequestRecord{
+		Listener: l.cfg.Name,
+		Method:   methodName(req.Method, l.obsDetail),
+		Proto:    "HTTP/1.1", // HTTP/1.0 goes to net/http
+		Start:    time.Now(),
+	}
+	if l.obsDetail {
+		hc.rec.Authority = string(req.Host)
+		hc.rec.Path = string(req.Target)
+		hc.rec.Client = hc.c.RemoteAddr().String()
 	}
 }
 
@@ -434,6 +459,9 @@ func (hc *h1conn) serveRequest(n int) bool {
 		}
 		rt = rs.routes.Match(host, path, ustr(req.Method), hdr, rawQuery)
 	}
+	if rt != nil {
+		hc.rec.Route = rt.Name
+	}
 	switch {
 	case rt == nil:
 		return hc.answerAndSkipBody(n, func() bool {
@@ -462,6 +490,7 @@ func (hc *h1conn) serveRequest(n int) bool {
 		})
 	}
 	svc := rt.PickBackend()
+	hc.rec.Service = svc
 	up := rs.ups[svc]
 	if up == nil {
 		if ok, k := l.noEndpointsLog.allow(); ok {

@@ -103,6 +103,8 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 			}
 			return hc.upstreamFailed(err, complete)
 		}
+		hc.rec.Attempts++
+		hc.rec.Endpoint = res.Endpoint.Addr
 		start := time.Now()
 		uc, pump, err := hc.exchange(res.Endpoint.Addr, body, complete, remain, rt)
 		if err != nil {

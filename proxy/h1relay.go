@@ -35,6 +35,7 @@ func (hc *h1conn) relay(uc *upConn, pump *bodyPump, rt *route.Route, done func(b
 	}
 
 	b := hc.appendResponseHead(hc.out[:0], rt, noBody, clientClose)
+	hc.rec.Status = resp.Status
 
 	// Body bytes already read.
 	avail := uc.buf[uc.r:uc.w]

@@ -54,6 +54,7 @@ func (hc *h1conn) writeError(status int, cause, msg string, closeConn bool) bool
 	b := appendStatusLine(hc.out[:0], status, nil)
 	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"...)
 	b = appendField(b, ErrorHeader, cause)
+	hc.rec.Status, hc.rec.Cause = status, cause
 	b = append(b, "Content-Length: "...)
 	b = strconv.AppendInt(b, int64(len(msg)+1), 10)
 	b = append(b, "\r\n"...)
@@ -75,6 +76,7 @@ func (hc *h1conn) writeError(status int, cause, msg string, closeConn bool) bool
 // (name "Content-Type", with body): the route's response header operations
 // apply first and the generated fields win, as in redirect and fixed.
 func (hc *h1conn) writeGenerated(status int, rc *route.RouteConfig, name, value, body string) bool {
+	hc.rec.Status = status
 	b := appendStatusLine(hc.out[:0], status, nil)
 	ops := &rc.ResponseHeaders
 	generated := func(k string) bool {

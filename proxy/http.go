@@ -232,6 +232,10 @@ type HTTPListener struct {
 
 	// rate limits for warnings
 	noEndpointsLog, connectLog, acceptLog logLimiter
+
+	// obs sees every finished request (nil: none); see observe.go
+	obs       Observer
+	obsDetail bool
 }
 
 // routing is the immutable routing state requests read: a request loads it
@@ -260,6 +264,9 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 		raw:     cfg,
 		log:     opts.logger().With("listener", cfg.Name),
 		handoff: newChanListener(),
+
+		obs:       opts.Observer,
+		obsDetail: opts.ObserveDetail,
 	}
 	l.SetRoutes(routes, ups)
 	l.dialer = &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}
@@ -490,6 +497,9 @@ func (l *HTTPListener) writeError(w http.ResponseWriter, r *http.Request, status
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set(ErrorHeader, cause)
+	if rec := recordOf(w); rec != nil {
+		rec.Cause = cause
+	}
 	h.Del("Content-Length")
 	if closeConn {
 		h.Set("Connection", "close")
@@ -503,6 +513,11 @@ func (l *HTTPListener) writeError(w http.ResponseWriter, r *http.Request, status
 func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	l.active.add()
 	defer l.active.done()
+	if l.obs != nil {
+		ow := l.beginObserved(w, r)
+		defer l.endObserved(ow)
+		w = ow
+	}
 
 	if r.ProtoMajor == 1 {
 		if headerHasToken(r.Header, "Upgrade", "h2c") {
@@ -531,6 +546,10 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		l.writeError(w, r, http.StatusNotFound, causeNoRoute, "no route", false)
 		return
 	}
+	rec := recordOf(w)
+	if rec != nil {
+		rec.Route = rt.Name
+	}
 	switch rc := &rt.Config; {
 	case rc.Redirect != nil:
 		redirect(w, r, rc)
@@ -540,6 +559,9 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	svc := rt.PickBackend()
+	if rec != nil {
+		rec.Service = svc
+	}
 	up := rs.ups[svc]
 	if up == nil {
 		if ok, n := l.noEndpointsLog.allow(); ok {
@@ -551,7 +573,7 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if l.cfg.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, l.cfg.MaxBodyBytes)
 	}
-	x := &exchange{route: rt, service: svc, up: up}
+	x := &exchange{route: rt, service: svc, up: up, rec: rec}
 	l.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
 }
 

@@ -50,6 +50,7 @@ type exchange struct {
 	service string
 	up      Upstream
 	body    *requestBody // set by RoundTrip when the request has a body
+	rec     *RequestRecord // nil unless the listener has an Observer
 }
 
 type exchangeKey struct{}
@@ -235,6 +236,10 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		out.URL = &u
 		if body != nil {
 			out.Body = body
+		}
+		if x.rec != nil {
+			x.rec.Attempts++
+			x.rec.Endpoint = res.Endpoint.Addr
 		}
 		start := time.Now()
 		resp, err := tr.RoundTrip(out)

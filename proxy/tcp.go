@@ -144,6 +144,13 @@ type Options struct {
 	// events log at debug; failures that affect many connections log at warn,
 	// at most once per logEvery for each kind and listener.
 	Logger *slog.Logger
+
+	// Observer, when set, sees every HTTP request an HTTPListener
+	// answered (see RequestRecord); nil costs nothing. ObserveDetail
+	// also fills the record's Authority, Path and Client, which costs
+	// a copy per request (access logs want them, metrics do not).
+	Observer      Observer
+	ObserveDetail bool
 }
 
 func (o Options) logger() *slog.Logger {
