@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -25,6 +27,14 @@ type AdminOptions struct {
 	Config func() any
 	// Endpoints returns per-upstream endpoint status, rendered as JSON.
 	Endpoints func() any
+	// Views are more JSON routes by path ("/upstreams", "/why"): each
+	// gets the request (for its query) and returns a status and a value
+	// rendered as JSON. GET and HEAD only, as the routes above.
+	Views map[string]func(r *http.Request) (int, any)
+	// Handlers are routes served as they are, any method ("/metrics"
+	// in Prometheus text format). A path ending in "/" serves its
+	// subtree ("/debug/pprof/").
+	Handlers map[string]http.Handler
 }
 
 // Admin is the admin HTTP server: /ready, /live, /config, /endpoints, all
@@ -129,8 +139,16 @@ func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/endpoints":
 		get = a.render(a.opts.Endpoints, "endpoints")
 	default:
+		if h := a.handler(r.URL.Path); h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if v := a.opts.Views[r.URL.Path]; v != nil {
+			get = func() (int, any) { return v(r) }
+			break
+		}
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "not found: " + r.URL.Path +
-			" (try /ready, /live, /config, /endpoints)"})
+			" (try " + strings.Join(a.paths(), ", ") + ")"})
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -182,4 +200,35 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	w.Write(body)
+}
+
+// handler returns the Handlers entry for path: exact, else the longest
+// subtree ("/debug/pprof/") that holds it.
+func (a *Admin) handler(path string) http.Handler {
+	if h, ok := a.opts.Handlers[path]; ok {
+		return h
+	}
+	var best string
+	for p := range a.opts.Handlers {
+		if strings.HasSuffix(p, "/") && strings.HasPrefix(path, p) && len(p) > len(best) {
+			best = p
+		}
+	}
+	if best == "" {
+		return nil
+	}
+	return a.opts.Handlers[best]
+}
+
+// paths lists the routes the admin server answers, for a 404's hint.
+func (a *Admin) paths() []string {
+	ps := []string{"/ready", "/live", "/config", "/endpoints"}
+	for p := range a.opts.Views {
+		ps = append(ps, p)
+	}
+	for p := range a.opts.Handlers {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps[4:])
+	return ps
 }

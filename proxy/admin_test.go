@@ -149,3 +149,55 @@ func TestAdminWithoutCallbacks(t *testing.T) {
 		}
 	}
 }
+
+// Views answer JSON with the request in hand; Handlers serve as they are,
+// a path ending in "/" its subtree.
+func TestAdminViewsAndHandlers(t *testing.T) {
+	a := NewAdmin("127.0.0.1:0", AdminOptions{
+		Views: map[string]func(*http.Request) (int, any){
+			"/why": func(r *http.Request) (int, any) {
+				return http.StatusOK, map[string]string{"host": r.URL.Query().Get("host")}
+			},
+		},
+		Handlers: map[string]http.Handler{
+			"/metrics": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "m 1\n") }),
+			"/debug/pprof/": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "pprof "+r.URL.Path)
+			}),
+		},
+	})
+	if err := a.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+	base := "http://" + a.Addr().String()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		{"GET", "/why?host=a.example", 200, "{\n  \"host\": \"a.example\"\n}"},
+		{"POST", "/why", 405, ""},
+		{"GET", "/metrics", 200, "m 1\n"},
+		{"GET", "/debug/pprof/heap", 200, "pprof /debug/pprof/heap"},
+		{"GET", "/nope", 404, ""},
+	} {
+		req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || (tc.body != "" && strings.TrimSpace(string(b)) != strings.TrimSpace(tc.body)) {
+			t.Errorf("%s %s = %d %q, want %d %q", tc.method, tc.path, resp.StatusCode, b, tc.code, tc.body)
+		}
+		if tc.code == 404 && !strings.Contains(string(b), "/metrics") {
+			t.Errorf("404 hint %q does not list /metrics", b)
+		}
+	}
+}

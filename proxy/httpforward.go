@@ -49,7 +49,7 @@ type exchange struct {
 	route   *route.Route
 	service string
 	up      Upstream
-	body    *requestBody // set by RoundTrip when the request has a body
+	body    *requestBody   // set by RoundTrip when the request has a body
 	rec     *RequestRecord // nil unless the listener has an Observer
 }
 
