@@ -242,7 +242,8 @@ func (h *harness) runAll(ctx context.Context, cases []testCase) []run {
 func (h *harness) targetsOf(c testCase) []string {
 	var ts []string
 	for _, t := range c.targets {
-		if h.targets[t] && h.skip[t] == "" && supports(t, c.proto) {
+		sel := h.targets[t] || (strings.HasPrefix(t, "outrigger-") && h.targets["outrigger"]) // B9's variants come with outrigger
+		if sel && h.skip[t] == "" && supports(t, c.proto) {
 			ts = append(ts, t)
 		}
 	}

@@ -33,6 +33,8 @@ const (
 
 var proxyPort = map[string]int{
 	"outrigger": 18200,
+	// B9: Outrigger with features on but not firing (see outriggerFeatures)
+	"outrigger-res": 18210,
 	"haproxy":   18300,
 	"nginx":     18400,
 	"caddy":     18500,
@@ -82,8 +84,8 @@ func (h *harness) startProxy(ctx context.Context, target string, rt route, pinne
 		err error
 	)
 	switch target {
-	case "outrigger":
-		r, err = h.startOutrigger(dir, listen, rt, cpu, workers)
+	case "outrigger", "outrigger-res":
+		r, err = h.startOutrigger(dir, listen, rt, cpu, workers, outriggerFeatures[target])
 	case "haproxy":
 		r, err = h.startHAProxy(dir, listen, rt, cpu, workers)
 	case "nginx":
@@ -109,7 +111,19 @@ func (h *harness) startProxy(ctx context.Context, target string, rt route, pinne
 
 func write(path, content string) error { return os.WriteFile(path, []byte(content), 0o644) }
 
-func (h *harness) startOutrigger(dir, listen string, rt route, cpu string, workers int) (*running, error) {
+// outriggerFeatures is the config a B9 target adds to Outrigger's: every
+// feature on, tuned so that none fires on a healthy backend (the breaker
+// and outlier detection count, the health check probes, nothing trips).
+var outriggerFeatures = map[string]string{
+	"outrigger-res": `upstreams:
+  b.bench:
+    circuit_breaker: {consecutive_failures: 5, open: 30s}
+    outlier_detection: {consecutive_5xx: 5, consecutive_local_origin_failures: 5, base_ejection_time: 30s}
+    health_check: {type: http, interval: 1s, timeout: 1s, http: {path: /}}
+`,
+}
+
+func (h *harness) startOutrigger(dir, listen string, rt route, cpu string, workers int, features string) (*running, error) {
 	var svc strings.Builder
 	svc.WriteString("services:\n  - name: b.bench\n    endpoints:\n")
 	for i, b := range rt.backends {
@@ -129,7 +143,7 @@ outbound:
     protocol: %s
     balancer: round_robin
     idle_timeout: %s
-`, listen, proto, idle)
+`, listen, proto, idle) + features
 	if err := write(filepath.Join(dir, "services.yaml"), svc.String()); err != nil {
 		return nil, err
 	}

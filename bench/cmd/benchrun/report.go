@@ -190,7 +190,7 @@ func (r *results) get(k key, metric string) (summary, bool) {
 type column struct {
 	head   string
 	metric string
-	rel    string // "": the metric; "share": ÷ direct; "added": − direct
+	rel    string // "": the metric; "share": ÷ direct; "added": − direct; "over": % above outrigger
 	format string
 }
 
@@ -208,6 +208,9 @@ var columns = map[string][]column{
 		{"p50 µs", "p50_us", "", "%.0f"}, {"p90 µs", "p90_us", "", "%.0f"}, {"added p50 µs", "p50_us", "added", "%+.0f"},
 		{"spread min/max", "spread", "", "%.2f"}, {"upstream conns", "upstream_conns", "", "%.0f"},
 		{"proxy cores", "proxy_cores", "", "%.2f"}, {"errors", "errors", "", "%.0f"}},
+	"B9": {{"req/s", "rps", "", "%.0f"}, {"p50 µs", "p50_us", "", "%.0f"}, {"p90 µs", "p90_us", "", "%.0f"},
+		{"added p50 µs", "p50_us", "added", "%+.0f"}, {"vCPU per 1k req/s", "vcpu_per_krps", "", "%.3f"},
+		{"vCPU vs outrigger", "vcpu_per_krps", "over", "%+.1f%%"}, {"RSS MB", "rss_mb", "", "%.1f"}, {"errors", "errors", "", "%.0f"}},
 	"B10": {{"RSS idle MB", "rss_idle_mb", "", "%.1f"}, {"RSS MB, %d conns", "rss_conns1_mb", "", "%.1f"},
 		{"RSS MB, %d conns", "rss_conns2_mb", "", "%.1f"}, {"KB per idle conn", "kb_per_conn", "", "%.1f"}},
 }
@@ -218,6 +221,7 @@ var titles = map[string]string{
 	"B4":  "L7 HTTP/1.1, 1 KB responses, fixed 1000 req/s, connection sweep (fortio), pinned",
 	"B6":  "L7 HTTP/1.1 saturation (wrk), unpinned",
 	"B7":  "HTTP/2 many streams on few connections (h2load, unpinned) and gRPC at a fixed rate (ghz, pinned), over three backends",
+	"B9":  "Feature overhead at a fixed 1000 req/s (fortio, 1 KB), pinned: outrigger-res adds circuit breakers, outlier detection and HTTP health checks, on but not firing",
 	"B10": "Footprint: RSS idle and with idle keep-alive connections (each carried one request), unpinned",
 }
 
@@ -228,16 +232,23 @@ func (r *results) cell(k key, c column) string {
 	}
 	med, lo, hi := s.Median, s.Min, s.Max
 	if c.rel != "" {
-		if k.target == "direct" {
+		base := "direct"
+		if c.rel == "over" {
+			base = "outrigger"
+		}
+		if k.target == "direct" || k.target == base {
 			return "–"
 		}
-		d, ok := r.get(key{k.scenario, k.variant, "direct"}, c.metric)
+		d, ok := r.get(key{k.scenario, k.variant, base}, c.metric)
 		if !ok || d.Median == 0 {
 			return "–"
 		}
-		if c.rel == "share" {
+		switch c.rel {
+		case "share":
 			med, lo, hi = med/d.Median, lo/d.Median, hi/d.Median
-		} else {
+		case "over":
+			med, lo, hi = 100*(med/d.Median-1), 100*(lo/d.Median-1), 100*(hi/d.Median-1)
+		default:
 			med, lo, hi = med-d.Median, lo-d.Median, hi-d.Median
 		}
 	}
@@ -299,7 +310,6 @@ func (r *results) markdown(cases []testCase) string {
 		b.WriteString("\n")
 	}
 	b.WriteString("### B2 — mTLS sidecar pair\n\nNot yet: Outrigger has no TLS yet; the slot is filled when `tls: spiffe` lands (Consul's connect proxy pair is the peer).\n\n")
-	b.WriteString("### B9 — feature overhead (retries, breakers, tracing on but not firing)\n\nNot yet: filled as those features land.\n\n")
 	b.WriteString(r.ratios(order, variants))
 	b.WriteString("### Environment\n\n| | |\n| --- | --- |\n")
 	for _, kv := range r.Env {

@@ -109,6 +109,16 @@ func (h *harness) cases() []testCase {
 		})
 	}
 
+	// B9: the cost of features on but not firing, at the fixed rate,
+	// pinned: Outrigger without them, then with them.
+	cs = append(cs, testCase{
+		scenario: "B9", variant: fmt.Sprintf("%d req/s, c=16", rate), backend: "http", nBackend: 1, proto: "http", pinned: true,
+		targets: []string{"direct", "outrigger", "outrigger-res"},
+		load: func(ctx context.Context, rc *runCtx) (map[string]float64, bool, string, error) {
+			return fortio(ctx, rc, "http://"+rc.addr+"/", 16, d)
+		},
+	})
+
 	// B6: L7 saturation, unpinned (the proxy shares the cores with all else).
 	cs = append(cs, testCase{
 		scenario: "B6", variant: "wrk -t2 -c64", backend: "http", nBackend: 1, proto: "http", targets: l7,
