@@ -35,11 +35,11 @@ var proxyPort = map[string]int{
 	"outrigger": 18200,
 	// B9: Outrigger with features on but not firing (see outriggerFeatures)
 	"outrigger-res": 18210,
-	"haproxy":   18300,
-	"nginx":     18400,
-	"caddy":     18500,
-	"go-rp":     18700, // Go's stock httputil.ReverseProxy (bench/cmd/rpbaseline), B6 only
-	"consul":    18600, // the client-side connect proxy's upstream listener
+	"haproxy":       18300,
+	"nginx":         18400,
+	"caddy":         18500,
+	"go-rp":         18700, // Go's stock httputil.ReverseProxy (bench/cmd/rpbaseline), B6 only
+	"consul":        18600, // the client-side connect proxy's upstream listener
 }
 
 // supports reports whether a peer can run a route at all.
