@@ -308,6 +308,7 @@ var errConnDone = errors.New("connection done")
 func (hc *h1conn) readHead(maxHead int) (int, error) {
 	l := hc.l
 	headerDeadline := false
+	var idleDeadline time.Time // set while parking is possible
 	for {
 		if hc.r == hc.w {
 			hc.r, hc.w = 0, 0
@@ -330,7 +331,15 @@ func (hc *h1conn) readHead(maxHead int) (int, error) {
 			if !hc.served {
 				wait = l.cfg.HeaderTimeout
 			}
-			hc.c.SetReadDeadline(time.Now().Add(wait))
+			now := time.Now()
+			if hc.parkable(wait) {
+				// First wait holding the buffers; see park.
+				idleDeadline = now.Add(wait)
+				hc.c.SetReadDeadline(now.Add(l.parkAfter))
+			} else {
+				idleDeadline = time.Time{}
+				hc.c.SetReadDeadline(now.Add(wait))
+			}
 			// Checked after the deadline is set: a drain that came
 			// between would have its past deadline overwritten.
 			if l.draining.Load() {
@@ -357,6 +366,9 @@ func (hc *h1conn) readHead(maxHead int) (int, error) {
 			}
 		}
 		n, err := hc.c.Read(hc.buf[hc.w:])
+		if idle && n == 0 && !idleDeadline.IsZero() && isTimeout(err) && hc.state.Load() == fcIdle {
+			n, err = hc.park(idleDeadline)
+		}
 		if idle && !hc.state.CompareAndSwap(fcIdle, fcBusy) {
 			return 0, errConnDone // the drain closed it
 		}

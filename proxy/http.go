@@ -224,6 +224,9 @@ type HTTPListener struct {
 	fastMu   sync.Mutex
 	fast     map[*h1conn]struct{}
 	draining atomic.Bool
+	// idle client connections park after parkAfter (h1park.go)
+	parkAfter time.Duration
+	parked    atomic.Int64
 
 	// client connections (from serveConn until closed or hijacked) and
 	// running handlers; Serve waits for both to reach zero
@@ -267,6 +270,7 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 
 		obs:       opts.Observer,
 		obsDetail: opts.ObserveDetail,
+		parkAfter: parkAfter,
 	}
 	l.SetRoutes(routes, ups)
 	l.dialer = &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}
