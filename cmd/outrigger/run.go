@@ -64,6 +64,8 @@ func build(cfg *Config, log *slog.Logger) (*process, error) {
 		Ready:     p.ready,
 		Config:    p.configView,
 		Endpoints: p.endpoints,
+		Views:     p.introspectViews(),
+		Handlers:  introspectHandlers(),
 	})
 	return p, nil
 }
