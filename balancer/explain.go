@@ -144,7 +144,7 @@ func (b *Balancer) explainEndpoint(g *generation, i int, st EndpointStatus, best
 		add(ReasonUnhealthy, "failing its active health checks", nil)
 	}
 	if br := st.Breaker; br != nil && br.State == resilience.BreakerOpen {
-		add(ReasonBreakerOpen, fmt.Sprintf("circuit breaker open (%d trips since last closed); it takes probes after open_until", br.Trips), br.OpenUntil)
+		add(ReasonBreakerOpen, fmt.Sprintf("circuit breaker open (trips since last closed: %d); it takes probes after until", br.Trips), br.OpenUntil)
 	}
 	if o := st.Outlier; o != nil && o.Ejected {
 		if st.Eligible {
