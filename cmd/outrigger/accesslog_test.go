@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -278,5 +279,28 @@ func TestAccessLogConfigErrors(t *testing.T) {
 	}
 	if s := cfg.AccessLog.Sample; s == nil || *s != 1 {
 		t.Errorf("default sample %v, want 1", s)
+	}
+}
+
+// access_log is applied at start only: a reload that changes it keeps the
+// running one and says a restart is needed.
+func TestAccessLogChangeNeedsRestart(t *testing.T) {
+	base := rigConfig(`  - {name: web, listen: "127.0.0.1:0", protocol: http, service: b.test}` + "\n")
+	parse := func(extra string) *Config {
+		cfg, err := ParseConfig("outrigger.yaml", []byte(base+extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	off, on, sampled := parse(""), parse("access_log: {path: stderr}\n"), parse("access_log: {path: stderr, sample: 0.5}\n")
+	for _, tc := range []struct {
+		old, next *Config
+		restart   bool
+	}{{off, on, true}, {on, sampled, true}, {on, parse("access_log: {path: stderr}\n"), false}, {nil, on, false}} {
+		d := diffConfig(tc.old, tc.next)
+		if got := slices.Contains(d.restart, "access_log"); got != tc.restart {
+			t.Errorf("restart %v, want access_log there: %v", d.restart, tc.restart)
+		}
 	}
 }
