@@ -48,7 +48,7 @@
 //
 // Concurrency: Run is the one control goroutine; it alone reads snapshots,
 // reconciles state, decides ejections and builds pickers, and it publishes
-// each picker with an atomic pointer store. Pick, Status, Ready and Service may be called from
+// each picker with an atomic pointer store. Pick, Status, Explain, Ready and Service may be called from
 // any goroutine at any time. Pick takes no lock, never blocks and does not
 // allocate (with a caller-owned PickInfo, which may live on the caller's
 // stack when Pick is called on the concrete *Balancer); with no eligible

@@ -37,6 +37,8 @@ type Config struct {
 	// Upstreams holds per upstream service (the key, name.namespace) its
 	// circuit breakers, outlier detection and health checks.
 	Upstreams map[string]*UpstreamConfig `yaml:"upstreams" json:"upstreams,omitempty"`
+	// AccessLog turns on JSON access logs of HTTP requests (accesslog.go).
+	AccessLog *AccessLogConfig `yaml:"access_log" json:"access_log,omitempty"`
 
 	// path is the file the config came from; relative paths inside it are
 	// resolved against its directory.
@@ -316,6 +318,9 @@ func (c *Config) setDefaults() {
 			u.setDefaults()
 		}
 	}
+	if c.AccessLog != nil {
+		c.AccessLog.setDefaults()
+	}
 	for i := range c.Inbound {
 		in := &c.Inbound[i]
 		in.Protocol = cmpOr(in.Protocol, defaultProtocol)
@@ -505,6 +510,7 @@ func (c *Config) validate() []fieldError {
 		}
 	}
 	c.validateUpstreams(add, checkDur)
+	c.validateAccessLog(add)
 	for i, in := range c.Inbound {
 		p := fmt.Sprintf("inbound[%d]", i)
 		checkListener(p, in.Name, in.Listen)

@@ -137,7 +137,7 @@ func (p *process) apply(next *Config) (configDiff, error) {
 
 	active := *next
 	if p.cfg != nil {
-		active.Node, active.Admin = p.cfg.Node, p.cfg.Admin
+		active.Node, active.Admin, active.AccessLog = p.cfg.Node, p.cfg.Admin, p.cfg.AccessLog
 	}
 	p.mu.Lock()
 	if p.cfg == nil {
@@ -369,7 +369,7 @@ func (p *process) startSource(cfg *Config, dc DiscoveryConfig, restart bool) (*s
 
 // newListener builds (does not bind) the listener for s of config cfg.
 func (p *process) newListener(cfg *Config, s listenerSpec, upstream func(string) *balancer.Balancer) (*listenerRun, error) {
-	popts := proxy.Options{Logger: p.log.With("component", "proxy")}
+	popts := p.proxyOptions()
 	r := &listenerRun{spec: s}
 	switch {
 	case s.isHTTP():

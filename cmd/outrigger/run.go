@@ -30,6 +30,7 @@ type process struct {
 	supervisor *discovery.Supervisor
 	server     *proxy.Server
 	admin      *proxy.Admin
+	access     *accessLog // nil without access_log
 
 	// set by run before the first apply; the control plane's goroutines
 	// (sources, balancers) run under ctrlCtx and ctrl waits for them
@@ -50,6 +51,10 @@ type process struct {
 // starts nothing (run does, and applies cfg).
 func build(cfg *Config, log *slog.Logger) (*process, error) {
 	p := &process{path: cfg.path, initial: cfg, log: log}
+	var err error
+	if p.access, err = newAccessLog(cfg, log); err != nil {
+		return nil, err
+	}
 	p.catalog = catalog.New(catalog.Options{Logger: log.With("component", "catalog")})
 	p.supervisor = discovery.NewSupervisor(p.catalog, discovery.SupervisorOptions{Logger: log.With("component", "discovery")})
 	p.server = proxy.NewServer[proxy.Listener](proxy.ServerConfig{DrainTimeout: cfg.Drain.Timeout.D()},
@@ -59,6 +64,8 @@ func build(cfg *Config, log *slog.Logger) (*process, error) {
 		Ready:     p.ready,
 		Config:    p.configView,
 		Endpoints: p.endpoints,
+		Views:     p.introspectViews(),
+		Handlers:  introspectHandlers(),
 	})
 	return p, nil
 }
@@ -123,6 +130,7 @@ func (p *process) endpoints() any {
 // owns p.sources and p.listeners.
 func (p *process) sighup() {
 	p.reload("SIGHUP")
+	p.access.Reopen()
 	var files []*file.Source
 	for _, r := range p.sources {
 		if r.file != nil {
@@ -170,6 +178,7 @@ func (p *process) run(ctx context.Context, sigs <-chan os.Signal) error {
 	// the drain.
 	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
 	p.ctrlCtx = ctrlCtx
+	p.startAccessLog()
 	defer p.ctrl.Wait()
 	defer stopCtrl()
 	if _, err := p.apply(p.initial); err != nil {

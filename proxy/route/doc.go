@@ -22,11 +22,13 @@
 // flight finish with the Route they matched.
 //
 // Concurrency: the package does no I/O and starts no goroutines. Match,
-// Routes, Warnings, PickBackend and RewritePath may be called from any
-// goroutine at any time; they take no lock. Match does not allocate for a
-// host and prefix path (nor for headers and unencoded query parameters), and
-// PickBackend never allocates: it draws from math/rand/v2's per-thread
-// generator and binary-searches precomputed cumulative weights.
+// Routes, Warnings, PickBackend, RewritePath and Explain (the admin /why's
+// view of Match, with the condition each earlier candidate failed) may be
+// called from any goroutine at any time; they take no lock. Match does not
+// allocate for a host and prefix path (nor for headers and unencoded query
+// parameters), and PickBackend never allocates: it draws from math/rand/v2's
+// per-thread generator and binary-searches precomputed cumulative weights.
+// Explain allocates; it is not for the request path.
 //
 // # Matching
 //

@@ -151,6 +151,17 @@ func FuzzMatch(f *testing.F) {
 			}
 			t.Fatalf("Match(%q, %q, %q, %v, %q) = %s, want %s", host, path, method, h, rawQuery, name(got), name(want))
 		}
+		// Explain agrees with Match, and names a failed condition for
+		// every candidate before the match.
+		x := tab.Explain(host, path, method, h, rawQuery)
+		if x.Match != got {
+			t.Fatalf("Explain(%q, %q, %q, %v, %q) matched %v, Match %v", host, path, method, h, rawQuery, x.Match, got)
+		}
+		for i, tr := range x.Tried {
+			if last := i == len(x.Tried)-1 && got != nil; (tr.Failed == "") != last {
+				t.Fatalf("Explain: candidate %d (%s) failed %q; match %v", i, tr.Route.Name, tr.Failed, got)
+			}
+		}
 		if got != nil {
 			if _, ok := oracle(fuzzRoutes[got.Index], host, path, method, h, rawQuery); !ok {
 				t.Fatalf("Match returned %s whose conditions do not hold", got.Name)
