@@ -249,5 +249,6 @@ func diffConfig(old, next *Config) configDiff {
 			d.listenersAdd = append(d.listenersAdd, name)
 		}
 	}
+	d.limitUpdates(old, next)
 	return d
 }
