@@ -24,6 +24,9 @@ import (
 // allocate nothing; a new endpoint copies it once. An endpoint's entry is
 // removed by sweep once it has had no idle connection and no use for
 // upstreamIdleTimeout, so endpoints that left discovery do not accumulate.
+// When the service has a connection limit (ServiceLimits.MaxConnections),
+// an endpoint's pool is tagged with the service's limits as it is picked
+// (poolPick), and its connections are counted from dial to close.
 
 // upConn is one HTTP/1.1 connection to an endpoint, with its read buffer.
 // It belongs to one request at a time, or to its pool while idle.
