@@ -147,6 +147,12 @@ func (l *FrontListener) Name() string { return l.cfg.HTTP.Name }
 // HTTPListener.SetRoutes. The TCP fallback keeps its upstream.
 func (l *FrontListener) SetRoutes(t *route.Table, ups Upstreams) { l.http.SetRoutes(t, ups) }
 
+// SetRouting swaps routes, upstreams and admission control, as
+// HTTPListener.SetRouting.
+func (l *FrontListener) SetRouting(t *route.Table, ups Upstreams, adm *Admission) {
+	l.http.SetRouting(t, ups, adm)
+}
+
 func (l *FrontListener) listenAddr() string { return l.cfg.HTTP.Listen }
 func (l *FrontListener) validate() error {
 	err := l.raw.Validate()

@@ -86,6 +86,16 @@
 // requests, ResponseTimeout from the end of the request to the response
 // head (504); bodies have no deadline.
 //
+// Admission control (admit.go; SetRouting publishes it with the routes):
+// before a request is forwarded, both engines ask its route's rate limits,
+// the route's and the service's in-flight limits, the service's
+// connection limit and the route's circuit breaker, in that order, and
+// answer a refusal at once (429 rate_limited with Retry-After, 503
+// overflow, 503 circuit_open; gRPC statuses on gRPC calls); nothing is
+// queued. The route breaker gets each admitted request's outcome once,
+// after its last attempt, from the status the client got. All of it is
+// atomics on the request path: no lock, and no allocation on the fast path.
+//
 // gRPC (HTTPConfig.GRPC, upstream h2c): calls are balanced per call like any
 // request, streams flush per message both ways, "TE: trailers" is forwarded
 // and the endpoint's trailers (grpc-status, grpc-message, custom) are copied

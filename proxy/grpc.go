@@ -84,8 +84,12 @@ func grpcCodeOf(cause string) int {
 	switch cause {
 	case causeNoRoute:
 		return grpcUnimplemented
-	case causeNoEndpoints, causeConnectFailure, causeUpstreamReset:
+	case causeNoEndpoints, causeConnectFailure, causeUpstreamReset, causeOverflow, causeCircuitOpen:
 		return grpcUnavailable
+	case causeRateLimited:
+		// Not UNAVAILABLE: gRPC clients retry that at once, which is
+		// what a rate limit asks them not to do.
+		return grpcResourceExhausted
 	case causeUpstreamTimeout:
 		return grpcDeadlineExceeded
 	case causeBodyTooLarge:

@@ -74,6 +74,7 @@ type h1conn struct {
 	rchunks h1.ChunkedScanner // the response body's
 	info    balancer.PickInfo
 	rec     RequestRecord // the request being served, for l.obs
+	pick    poolPick      // the Upstream of a request under a connection limit (admit_h1.go)
 
 	client    string // client address for X-Forwarded-For
 	trusted   bool   // client is a TrustedProxies peer
@@ -511,6 +512,9 @@ func (hc *h1conn) serveRequest(n int) bool {
 		return hc.answerAndSkipBody(n, func() bool {
 			return hc.writeError(http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
 		})
+	}
+	if rs.adm != nil {
+		return hc.admitForward(rs.adm, n, rt, svc, up, path, u, query)
 	}
 	return hc.forward(n, rt, svc, up, path, u, query)
 }

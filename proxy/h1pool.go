@@ -24,6 +24,9 @@ import (
 // allocate nothing; a new endpoint copies it once. An endpoint's entry is
 // removed by sweep once it has had no idle connection and no use for
 // upstreamIdleTimeout, so endpoints that left discovery do not accumulate.
+// When the service has a connection limit (ServiceLimits.MaxConnections),
+// an endpoint's pool is tagged with the service's limits as it is picked
+// (poolPick), and its connections are counted from dial to close.
 
 // upConn is one HTTP/1.1 connection to an endpoint, with its read buffer.
 // It belongs to one request at a time, or to its pool while idle.
@@ -34,8 +37,9 @@ type upConn struct {
 	buf    []byte       // read buffer; buf[r:w] is unread
 	r, w   int
 	pool   *epPool
-	idleAt time.Duration // monotime when last put back
-	reused bool          // it carried a request before this one
+	idleAt time.Duration  // monotime when last put back
+	reused bool           // it carried a request before this one
+	svc    *ServiceLimits // counts this connection; nil: not counted
 }
 
 // epPool is one endpoint's idle connections.
@@ -44,6 +48,10 @@ type epPool struct {
 	idle   []*upConn     // LIFO: the top (end) is the most recently used
 	closed bool          // the listener finished or sweep removed it: put closes
 	usedAt time.Duration // monotime of the last get or put
+	// svc is the limits of the service the endpoint was last picked for
+	// with a connection limit (see poolPick); nil: connections here are
+	// not counted.
+	svc atomic.Pointer[ServiceLimits]
 }
 
 // upstreamPools are a listener's pools by endpoint address.
@@ -122,9 +130,16 @@ func (ep *epPool) get(now time.Duration, check bool) *upConn {
 func (uc *upConn) put() {
 	ep := uc.pool
 	uc.idleAt = monotime()
+	over := false
+	if sl := uc.svc; sl != nil {
+		// Over the limit (lowered by a reload, or a dial that found no
+		// idle connection to close): shed this one.
+		max := sl.maxConns.Load()
+		over = max > 0 && sl.conns.Load() > max
+	}
 	ep.mu.Lock()
 	ep.usedAt = uc.idleAt
-	if ep.closed || len(ep.idle) >= upstreamIdlePerEndpoint {
+	if over || ep.closed || len(ep.idle) >= upstreamIdlePerEndpoint {
 		ep.mu.Unlock()
 		uc.close()
 		return
@@ -136,19 +151,40 @@ func (uc *upConn) put() {
 // close closes the socket and releases the buffer.
 func (uc *upConn) close() {
 	uc.nc.Close()
+	if uc.svc != nil {
+		uc.svc.conns.Add(-1)
+		uc.svc = nil
+	}
 	if uc.buf != nil && len(uc.buf) == upBufSize {
 		upBufs.Put((*[upBufSize]byte)(uc.buf))
 	}
 	uc.buf = nil
 }
 
-// dial opens a new connection to addr for ep.
+// dial opens a new connection to addr for ep. When ep's service has a
+// connection limit and is at it, an idle connection of the service (on
+// this listener) is closed first. Admission (admit) keeps the fast path's
+// requests in flight within the limit, so at the limit one is idle unless
+// another listener holds it or a request took it meanwhile; then the dial
+// goes ahead over the limit, and the connection is not pooled afterwards
+// (put): the limit is exact for requests, and soft by those for idle
+// connections.
 func (l *HTTPListener) dialUpstream(ctx context.Context, ep *epPool, addr netip.AddrPort) (*upConn, error) {
+	sl := ep.svc.Load()
+	if sl != nil && !sl.takeConn() {
+		l.pools.closeIdleOf(sl)
+		if !sl.takeConn() {
+			sl.conns.Add(1)
+		}
+	}
 	nc, err := l.dialer.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
+		if sl != nil {
+			sl.conns.Add(-1)
+		}
 		return nil, &DialError{Addr: addr.String(), Err: err}
 	}
-	uc := &upConn{nc: nc, pool: ep, buf: upBufs.Get().(*[upBufSize]byte)[:]}
+	uc := &upConn{nc: nc, pool: ep, buf: upBufs.Get().(*[upBufSize]byte)[:], svc: sl}
 	if uc.tcp, _ = nc.(*net.TCPConn); uc.tcp != nil {
 		if rc, err := uc.tcp.SyscallConn(); err == nil {
 			uc.probe = newIdleProbe(rc)
@@ -231,4 +267,39 @@ func (p *upstreamPools) closeAll() {
 			uc.close()
 		}
 	}
+}
+
+// closeIdleOf closes the least recently used idle connection of an
+// endpoint tagged with sl, if there is one.
+func (p *upstreamPools) closeIdleOf(sl *ServiceLimits) {
+	m := p.m.Load()
+	if m == nil {
+		return
+	}
+	var oldest *epPool
+	at := time.Duration(1<<63 - 1)
+	for _, ep := range *m {
+		if ep.svc.Load() != sl {
+			continue
+		}
+		ep.mu.Lock()
+		if len(ep.idle) > 0 && ep.idle[0].idleAt < at {
+			oldest, at = ep, ep.idle[0].idleAt
+		}
+		ep.mu.Unlock()
+	}
+	if oldest == nil {
+		return
+	}
+	oldest.mu.Lock()
+	if len(oldest.idle) == 0 {
+		oldest.mu.Unlock()
+		return
+	}
+	uc := oldest.idle[0]
+	n := copy(oldest.idle, oldest.idle[1:])
+	oldest.idle[n] = nil
+	oldest.idle = oldest.idle[:n]
+	oldest.mu.Unlock()
+	uc.close()
 }

@@ -246,15 +246,24 @@ type HTTPListener struct {
 type routing struct {
 	routes *route.Table // nil: every request gets 404
 	ups    Upstreams
+	adm    *Admission // nil: no limits (admit.go)
 }
 
 // SetRoutes swaps the route table and upstreams for requests that start
-// after it returns. In-flight requests finish with the state they started
-// with, established client connections stay open, and upgraded tunnels are
-// untouched. It may be called from any goroutine, before or after Serve;
-// t nil means every request gets 404. ups must not be modified afterwards.
+// after it returns, with no admission control (SetRouting). In-flight
+// requests finish with the state they started with, established client
+// connections stay open, and upgraded tunnels are untouched. It may be
+// called from any goroutine, before or after Serve; t nil means every
+// request gets 404. ups must not be modified afterwards.
 func (l *HTTPListener) SetRoutes(t *route.Table, ups Upstreams) {
-	l.routing.Store(&routing{routes: t, ups: ups})
+	l.SetRouting(t, ups, nil)
+}
+
+// SetRouting is SetRoutes with the routes' and services' admission
+// control (nil: none), swapped together with them. adm.Routes is indexed
+// like t's routes; adm must not be modified afterwards.
+func (l *HTTPListener) SetRouting(t *route.Table, ups Upstreams, adm *Admission) {
+	l.routing.Store(&routing{routes: t, ups: ups, adm: adm})
 }
 
 // NewHTTPListener returns a listener for cfg that routes with routes (nil:
@@ -276,14 +285,16 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 	l.dialer = &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}
 	l.baseCtx, l.cancel = context.WithCancel(context.Background())
 	l.transport = newUpstreamTransport(d, false)
+	l.transport.DialContext = l.admitDial(l.transport.DialContext)
 	if d.UpstreamProtocol == UpstreamH2C {
 		l.h2 = newUpstreamTransport(d, true)
+		l.h2.DialContext = l.admitDial(l.h2.DialContext)
 	}
 	l.rp = &httputil.ReverseProxy{
 		Rewrite:        l.rewrite,
 		Transport:      &upstreamTransport{l: l},
 		ModifyResponse: l.modifyResponse,
-		ErrorHandler:   l.proxyError,
+		ErrorHandler:   l.admitProxyError,
 		// FlushInterval 0: ReverseProxy flushes after every write for
 		// text/event-stream and for responses without Content-Length, and
 		// lets the ResponseWriter buffer the rest.
@@ -480,11 +491,14 @@ const (
 	causeBodyTooLarge    = "body_too_large"    // 413
 	causeHeadersTooLarge = "headers_too_large" // 431 (see doc.go)
 	causeBadRequest      = "bad_request"       // 400
+	// and the admission refusals of admit.go: rate_limited (429),
+	// overflow and circuit_open (503)
 )
 
 // ErrorHeader is the response header naming the cause of an error response
 // the proxy made itself (no_route, no_endpoints, connect_failure,
-// upstream_timeout, upstream_reset, body_too_large, bad_request).
+// upstream_timeout, upstream_reset, body_too_large, bad_request,
+// rate_limited, overflow, circuit_open).
 const ErrorHeader = "X-Outrigger-Error"
 
 // writeError answers with a short error the proxy made itself: as a gRPC
@@ -574,11 +588,23 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		l.writeError(w, r, http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
 		return
 	}
+	var adm *httpAdmit
+	if rs.adm != nil {
+		if adm, w = l.admitHTTP(w, r, rs.adm, rt, svc); w == nil {
+			return // refused
+		}
+		if adm != nil {
+			defer adm.finish(l.cfg.GRPC && isGRPCRequest(r), r)
+		}
+	}
 	if l.cfg.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, l.cfg.MaxBodyBytes)
 	}
 	x := &exchange{route: rt, service: svc, up: up, rec: rec}
 	l.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+	if adm != nil {
+		adm.returned = true
+	}
 }
 
 // redirect answers with the route's redirect; empty fields keep the

@@ -27,8 +27,9 @@
 // runs under gobreaker's lock, so the callback only stores atomics and
 // signals), so Admit reads a closed or open breaker without locking, and
 // only half-open probes and Done take gobreaker's lock. Limiter and
-// ClientLimiter lock (x/time/rate locks per bucket; the client table has
-// one mutex). Health checkers run one goroutine per endpoint and report
+// ClientLimiter keep each token bucket in one atomic (GCRA, tested to
+// decide exactly as x/time/rate); a client new to a ClientLimiter takes
+// its mutex until its bucket is published. Health checkers run one goroutine per endpoint and report
 // changes through a callback that must not block. Time is read with
 // time.Now and timers, so tests drive it with testing/synctest.
 package resilience

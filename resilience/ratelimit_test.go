@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/time/rate"
 )
 
 type verdict struct {
@@ -59,7 +60,7 @@ func TestLimiter(t *testing.T) {
 
 func TestClientLimiter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := NewClientLimiter[netip.Addr](RateLimitConfig{Rate: 1, MaxClients: 4, IdleAfter: time.Minute})
+		c := NewClientLimiter[netip.Addr](RateLimitConfig{Rate: 1, MaxClients: 4})
 		a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
 		// Separate buckets per client.
 		got := []verdict{}
@@ -73,30 +74,65 @@ func TestClientLimiter(t *testing.T) {
 		// Many clients: the table stays within MaxClients, and a client
 		// seen all along keeps its (empty) bucket.
 		for i := range 100 {
+			time.Sleep(time.Millisecond) // so that a is seen after the others
 			c.Allow(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
 			if ok, _ := c.Allow(a); ok {
 				t.Fatalf("client a got a token back after %d others came", i)
 			}
-			if n := c.Len(); n > 4 {
-				t.Fatalf("table holds %d clients, max 4", n)
+			if n := c.Len(); n > 4+1 { // the table, and one pending
+				t.Fatalf("table holds %d clients, max 4 (+1 pending)", n)
 			}
 		}
-		// Idle clients go: after two IdleAfter turns only the active one
-		// remains.
-		time.Sleep(time.Minute)
-		c.Allow(a)
-		time.Sleep(time.Minute)
-		c.Allow(a)
+		// Buckets that are full again leave the table at the next
+		// publish, and a client coming back is limited as before.
+		time.Sleep(2 * time.Second)
+		c.Allow(netip.MustParseAddr("10.9.9.9")) // publishes
 		if n := c.Len(); n != 1 {
-			t.Errorf("after two idle minutes: %d clients, want 1", n)
+			t.Errorf("after 2s idle: %d clients, want 1", n)
+		}
+		got = allowN(2, func() (bool, int) { return c.Allow(a) })
+		if diff := cmp.Diff(got, []verdict{{true, 0}, {false, 1}}); diff != "" {
+			t.Errorf("client a back (-got +want):\n%s", diff)
 		}
 	})
 }
 
+// TestLimiterMatchesXRate checks the lock-free bucket against
+// golang.org/x/time/rate's Limiter with the same rate and burst, on an
+// irregular schedule: both must allow exactly the same requests.
+func TestLimiterMatchesXRate(t *testing.T) {
+	for _, cfg := range []RateLimitConfig{{Rate: 2, Burst: 3}, {Rate: 0.5, Burst: 1}, {Rate: 100, Burst: 10}, {Rate: 7}} {
+		synctest.Test(t, func(t *testing.T) {
+			l := NewLimiter(cfg)
+			d := cfg.withDefaults()
+			x := rate.NewLimiter(rate.Limit(d.Rate), d.Burst)
+			step := uint32(12345)
+			for i := range 2000 {
+				step = step*1103515245 + 12345
+				time.Sleep(time.Duration(step%400) * time.Millisecond / time.Duration(1+int(d.Rate)/10))
+				ok, _ := l.Allow()
+				if want := x.Allow(); ok != want {
+					t.Fatalf("rate %v burst %d, request %d: Allow = %v, x/time/rate says %v", d.Rate, d.Burst, i, ok, want)
+				}
+			}
+		})
+	}
+}
+
+func TestLimiterAllocs(t *testing.T) {
+	l := NewLimiter(RateLimitConfig{Rate: 1e9, Burst: 1e6})
+	c := NewClientLimiter[netip.Addr](RateLimitConfig{Rate: 1e9, Burst: 1e6})
+	a := netip.MustParseAddr("10.0.0.1")
+	c.Allow(a) // published: the table was empty
+	if n := testing.AllocsPerRun(100, func() { l.Allow(); c.Allow(a) }); n != 0 {
+		t.Errorf("Allow allocates %v times", n)
+	}
+}
+
 func TestRateLimitValidate(t *testing.T) {
-	err := RateLimitConfig{Rate: -1, Burst: -1, MaxClients: -1, IdleAfter: -1}.Validate()
-	if err == nil || strings.Count(err.Error(), "\n") != 3 {
-		t.Errorf("Validate = %v, want four problems", err)
+	err := RateLimitConfig{Rate: -1, Burst: -1, MaxClients: -1}.Validate()
+	if err == nil || strings.Count(err.Error(), "\n") != 2 {
+		t.Errorf("Validate = %v, want three problems", err)
 	}
 	if (RateLimitConfig{}).Enabled() {
 		t.Error("zero config enabled")

@@ -321,6 +321,7 @@ func (c *Config) setDefaults() {
 	if c.AccessLog != nil {
 		c.AccessLog.setDefaults()
 	}
+	c.setLimitDefaults()
 	for i := range c.Inbound {
 		in := &c.Inbound[i]
 		in.Protocol = cmpOr(in.Protocol, defaultProtocol)
@@ -511,6 +512,7 @@ func (c *Config) validate() []fieldError {
 	}
 	c.validateUpstreams(add, checkDur)
 	c.validateAccessLog(add)
+	c.validateLimits(add, checkDur)
 	for i, in := range c.Inbound {
 		p := fmt.Sprintf("inbound[%d]", i)
 		checkListener(p, in.Name, in.Listen)

@@ -252,5 +252,6 @@ func diffConfig(old, next *Config) configDiff {
 			d.listenersAdd = append(d.listenersAdd, name)
 		}
 	}
+	d.limitUpdates(old, next)
 	return d
 }

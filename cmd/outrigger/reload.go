@@ -82,6 +82,7 @@ type listenerUpdate struct {
 	up    proxy.Upstream
 	table *route.Table
 	ups   proxy.Upstreams
+	adm   *proxy.Admission
 }
 
 // plan is one apply's diff with everything it needs built, nothing started.
@@ -119,6 +120,7 @@ func (p *process) apply(next *Config) (configDiff, error) {
 
 	// Commit; nothing below fails.
 	p.commitListeners(pl)
+	p.limits.commit(next)
 	balancers := p.commitBalancers(pl)
 	sources := p.commitSources(pl)
 	listeners := make(map[string]*listenerRun, len(p.listeners))
@@ -189,6 +191,7 @@ func (p *process) prepare(next *Config) (*plan, error) {
 		switch s := u.spec; {
 		case s.isHTTP():
 			u.table, u.ups, err = p.routing(*s.out, upstream)
+			u.adm = p.limits.admission(next, *s.out, p.log.With("component", "proxy"))
 		case s.out != nil:
 			u.tcp, u.up = outboundTCP(*s.out), upstream(s.out.Service)
 		default:
@@ -208,9 +211,9 @@ func (p *process) commitListeners(pl *plan) {
 	for _, u := range pl.updates {
 		switch r := u.run; {
 		case r.http != nil:
-			r.http.SetRoutes(u.table, u.ups)
+			r.http.SetRouting(u.table, u.ups, u.adm)
 		case r.front != nil:
-			r.front.SetRoutes(u.table, u.ups)
+			r.front.SetRouting(u.table, u.ups, u.adm)
 		default:
 			if err := r.tcp.Update(u.tcp, u.up); err != nil {
 				// The config was validated as a whole; a listener refusing
@@ -377,14 +380,17 @@ func (p *process) newListener(cfg *Config, s listenerSpec, upstream func(string)
 		if err != nil {
 			return nil, err
 		}
+		adm := p.limits.admission(cfg, *s.out, popts.Logger)
 		if s.out.Protocol == "auto" || s.out.TLS != nil {
 			if r.front, r.certs, err = frontListener(cfg, *s.out, httpConfig(*s.out), table, ups, popts); err != nil {
 				return nil, err
 			}
+			r.front.SetRouting(table, ups, adm)
 			r.l = r.front
 			break
 		}
 		r.http = proxy.NewHTTPListener(httpConfig(*s.out), table, ups, popts)
+		r.http.SetRouting(table, ups, adm)
 		r.l = r.http
 	case s.out != nil:
 		r.tcp = proxy.NewTCPListener(outboundTCP(*s.out), upstream(s.out.Service), popts)

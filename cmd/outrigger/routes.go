@@ -18,6 +18,12 @@ type RouteConfig struct {
 	RewritePrefix   string         `yaml:"rewrite_prefix" json:"rewrite_prefix,omitempty"`
 	RewriteHost     string         `yaml:"rewrite_host" json:"rewrite_host,omitempty"`
 	Idempotent      bool           `yaml:"idempotent" json:"idempotent,omitempty"`
+
+	// Admission control (limitscfg.go); all off unless set.
+	CircuitBreaker     *CircuitBreakerConfig `yaml:"circuit_breaker" json:"circuit_breaker,omitempty"`
+	RateLimit          *RateLimitConfig      `yaml:"rate_limit" json:"rate_limit,omitempty"`
+	RateLimitPerClient *RateLimitConfig      `yaml:"rate_limit_per_client" json:"rate_limit_per_client,omitempty"`
+	MaxRequests        int                   `yaml:"max_requests" json:"max_requests,omitempty"`
 }
 
 // RouteMatch is what a request must look like; every condition must hold.

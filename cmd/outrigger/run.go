@@ -45,6 +45,7 @@ type process struct {
 	balancers map[string]*balancerRun // one per upstream service
 	listeners map[string]*listenerRun
 	status    reloadStatus
+	limits    limitsState // run's goroutine only (limitscfg.go)
 }
 
 // build makes the process's lasting parts from the config; it binds and

@@ -22,6 +22,10 @@ type UpstreamConfig struct {
 	CircuitBreaker   *CircuitBreakerConfig   `yaml:"circuit_breaker" json:"circuit_breaker,omitempty"`
 	OutlierDetection *OutlierDetectionConfig `yaml:"outlier_detection" json:"outlier_detection,omitempty"`
 	HealthCheck      *HealthCheckConfig      `yaml:"health_check" json:"health_check,omitempty"`
+
+	// Limits over every listener (limitscfg.go); 0: no limit.
+	MaxRequests    int `yaml:"max_requests" json:"max_requests,omitempty"`
+	MaxConnections int `yaml:"max_connections" json:"max_connections,omitempty"`
 }
 
 // CircuitBreakerConfig is resilience.BreakerConfig as written in the file.
