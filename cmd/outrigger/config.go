@@ -316,6 +316,7 @@ func (c *Config) setDefaults() {
 			u.setDefaults()
 		}
 	}
+	c.setRetryDefaults()
 	for i := range c.Inbound {
 		in := &c.Inbound[i]
 		in.Protocol = cmpOr(in.Protocol, defaultProtocol)
@@ -505,6 +506,7 @@ func (c *Config) validate() []fieldError {
 		}
 	}
 	c.validateUpstreams(add, checkDur)
+	c.validateRetries(add, checkDur)
 	for i, in := range c.Inbound {
 		p := fmt.Sprintf("inbound[%d]", i)
 		checkListener(p, in.Name, in.Listen)

@@ -18,6 +18,7 @@ type RouteConfig struct {
 	RewritePrefix   string         `yaml:"rewrite_prefix" json:"rewrite_prefix,omitempty"`
 	RewriteHost     string         `yaml:"rewrite_host" json:"rewrite_host,omitempty"`
 	Idempotent      bool           `yaml:"idempotent" json:"idempotent,omitempty"`
+	Retry           *RetryConfig   `yaml:"retry" json:"retry,omitempty"` // replaces the service's policy; see retrycfg.go
 }
 
 // RouteMatch is what a request must look like; every condition must hold.

@@ -43,6 +43,7 @@ type process struct {
 	sources   map[string]*sourceRun
 	balancers map[string]*balancerRun // one per upstream service
 	listeners map[string]*listenerRun
+	retries   map[string]*retryRun // per upstream service with retries; see retrycfg.go
 	status    reloadStatus
 }
 

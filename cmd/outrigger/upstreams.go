@@ -22,6 +22,7 @@ type UpstreamConfig struct {
 	CircuitBreaker   *CircuitBreakerConfig   `yaml:"circuit_breaker" json:"circuit_breaker,omitempty"`
 	OutlierDetection *OutlierDetectionConfig `yaml:"outlier_detection" json:"outlier_detection,omitempty"`
 	HealthCheck      *HealthCheckConfig      `yaml:"health_check" json:"health_check,omitempty"`
+	Retry            *RetryConfig            `yaml:"retry" json:"retry,omitempty"` // see retrycfg.go
 }
 
 // CircuitBreakerConfig is resilience.BreakerConfig as written in the file.
