@@ -319,7 +319,7 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			return nil, err
 		}
 		if rs != nil {
-			o, grpcBody := t.responseOutcome(req, resp, body)
+			o, grpcBody := t.responseOutcome(req, resp, body, rs.pol.RetriesGRPC())
 			if grpcBody != nil {
 				resp.Body = grpcBody
 			}
@@ -371,11 +371,12 @@ func perTry(out *http.Request, d time.Duration) (*http.Request, func() bool, con
 
 // responseOutcome classifies a response for the retry policy: its
 // status, and for a gRPC call its grpc-status. A gRPC response without
-// grpc-status in its head carries it in trailers: when the request body
-// is all sent, one read of the body tells whether the call ends at once
-// (trailers, no message), and the body returned replays what that read
-// got. A response that has a message is not retried on its status.
-func (t *upstreamTransport) responseOutcome(req *http.Request, resp *http.Response, body *requestBody) (resilience.Outcome, io.ReadCloser) {
+// grpc-status in its head carries it in trailers: with peek (the policy
+// retries gRPC statuses) and the request body all sent, one read of the
+// body tells whether the call ends at once (trailers, no message), and
+// the body returned replays what that read got. A response that has a
+// message is not retried on its status.
+func (t *upstreamTransport) responseOutcome(req *http.Request, resp *http.Response, body *requestBody, peek bool) (resilience.Outcome, io.ReadCloser) {
 	o := resilience.Response(resp.StatusCode)
 	if !t.l.cfg.GRPC || resp.StatusCode != http.StatusOK || !isGRPCRequest(req) {
 		return o, nil
@@ -383,8 +384,10 @@ func (t *upstreamTransport) responseOutcome(req *http.Request, resp *http.Respon
 	if v := resp.Header.Get("Grpc-Status"); v != "" {
 		return grpcOutcome(v), nil
 	}
-	if body != nil && !body.eof.Load() {
-		return o, nil // a client stream still sending: do not wait
+	if !peek || (body != nil && !body.eof.Load()) {
+		// No gRPC status to retry on, or a client stream still
+		// sending: do not wait.
+		return o, nil
 	}
 	var b [512]byte
 	var n int

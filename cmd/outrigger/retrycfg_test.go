@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -258,4 +260,31 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// The example in docs/configuration.md's Retries section is valid and
+// turns retries on for the service and the route.
+func TestDocsRetryExampleIsValid(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "### Retries (`retry`)")
+	_, example, ok2 := strings.Cut(section, "```yaml\n")
+	example, _, ok3 := strings.Cut(example, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatalf("no example in the Retries section")
+	}
+	cfg := mustParse(t, "discovery: [{name: local, file: {path: s.yaml}}]\n"+example)
+	runs, err := retryRuns(nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := routeRetries(cfg.Outbound[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := runs["orders.shop"]; r == nil || !r.retry.Policy.Enabled() || len(routes) != 1 || !routes[0].Enabled() {
+		t.Errorf("example: service %+v, routes %v; want both retrying", r, routes)
+	}
 }
