@@ -104,6 +104,21 @@
 // mapping in grpc.go), and Done reports a non-OK grpc-status as a
 // *GRPCStatusError.
 //
+// Retries (retry.go): an Upstream wrapped by WithRetry carries its
+// service's retry policy and budget (and per-route policies), swapped with
+// the route table. Both engines then retry what resilience.RetryPolicy
+// allows on another endpoint, after a jittered backoff and only while the
+// service's Budget has room: a failed dial always (it sent nothing);
+// after bytes were sent only an idempotent request (method,
+// Idempotency-Key, or RouteConfig.Idempotent) whose body is kept whole
+// (the fast path: all in the read buffer at send time; net/http's path:
+// read to its end within MaxReplayBody). A response retried on its status
+// (or gRPC status) is discarded whole, drained to keep its connection when
+// small; the client gets the last attempt's response, or for a
+// connection failure, reset or timeout the proxy's own 502 or 504. Done
+// is still called exactly once per pick, a discarded attempt's at once.
+// Per-try timeouts bound the wait for each response head.
+//
 // Request smuggling (RFC 9112 §11.2): the fast path refuses with 400 and
 // closes (X-Outrigger-Error: bad_request) Content-Length with
 // Transfer-Encoding, differing Content-Lengths, a Content-Length that is

@@ -14,6 +14,7 @@ import (
 	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/proxy/internal/h1"
 	"github.com/outrigger-mesh/outrigger/proxy/route"
+	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
 // Forwarding one request on the fast path: build the upstream head, pick,
@@ -71,26 +72,51 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 	hc.r = bodyStart + len(body)
 
 	out := hc.appendRequestHead(hc.out[:0], rt, path, u, query)
+	inHand := body // the body bytes in the buffer, for a resend
 	if len(out)+len(body) <= maxCoalesce {
 		out = append(out, body...)
 		body = nil
 	}
 	hc.out = out
 
+	up, pol, budget := retryOf(up, rt)
+	if pol == nil {
+		return hc.attempts(nil, up, svc, rt, path, u, query, inHand, body, complete, remain)
+	}
+	var rs retryState
+	rs.begin(pol, budget, methodName(req.Method, false), hc.hasIdempotencyKey(), rt.Config.Idempotent)
+	// The body can be sent again when it is all in hand and within the
+	// policy's replay cap.
+	rs.replayable = complete && (len(inHand) == 0 || pol.KeepBody(int64(len(inHand))))
+	ok := hc.attempts(&rs, up, svc, rt, path, u, query, inHand, body, complete, remain)
+	rs.end()
+	return ok
+}
+
+// attempts picks endpoints and forwards the request in hc.out (then body,
+// then a pumped rest) until one answers or no further attempt is allowed:
+// a failed dial is retried on another endpoint up to ConnectAttempts
+// picks; beyond that, and for every other failure or a retriable
+// response, rs (nil: no retries) decides. Done is called exactly once for
+// every successful pick.
+func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Route, path string, u *url.URL, query string,
+	inHand, body []byte, complete bool, remain int64) bool {
+	l := hc.l
 	// PickInfo lives in hc: passed to an interface method it would
 	// escape, one allocation per request.
 	info := &hc.info
 	*info = balancer.PickInfo{}
-	var dialErr error
-	for attempt := 0; attempt < l.cfg.ConnectAttempts; attempt++ {
+	var lastErr error // the previous attempt's error, when it failed
+	dials := 0        // failed dials
+	for {
 		res, err := up.Pick(info)
 		if err == nil && res.Endpoint == nil {
 			res.Done(balancer.DoneInfo{Err: errors.New("pick returned no endpoint")})
 			err = errors.New("upstream returned a pick without an endpoint")
 		}
 		if err != nil {
-			if dialErr != nil {
-				return hc.upstreamFailed(dialErr, complete)
+			if lastErr != nil {
+				return hc.upstreamFailed(lastErr, complete)
 			}
 			if errors.Is(err, balancer.ErrNoEndpoints) {
 				if ok, k := l.noEndpointsLog.allow(); ok {
@@ -103,10 +129,15 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 			}
 			return hc.upstreamFailed(err, complete)
 		}
+		addr := res.Endpoint.Addr
 		hc.rec.Attempts++
-		hc.rec.Endpoint = res.Endpoint.Addr
+		hc.rec.Endpoint = addr
+		timeout := l.cfg.ResponseTimeout
+		if rs != nil {
+			timeout = rs.attemptTimeout(timeout)
+		}
 		start := time.Now()
-		uc, pump, err := hc.exchange(res.Endpoint.Addr, body, complete, remain, rt)
+		uc, pump, err := hc.exchange(addr, body, complete, remain, rt, timeout)
 		if err != nil {
 			doneErr := err
 			if isClientBodyErr(err) {
@@ -116,18 +147,146 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 				doneErr = context.Canceled
 			}
 			res.Done(balancer.DoneInfo{Err: doneErr, Duration: time.Since(start)})
+			if isClientBodyErr(err) {
+				return hc.upstreamFailed(err, complete)
+			}
+			info.AddTried(addr)
+			lastErr = err
 			var de *DialError
-			if errors.As(err, &de) {
-				info.AddTried(res.Endpoint.Addr)
-				dialErr = err
-				l.log.Debug("connect failed", "endpoint", res.Endpoint.ID, "attempt", attempt+1, "err", err)
+			dialed := !errors.As(err, &de)
+			if !dialed {
+				if dials++; dials < l.cfg.ConnectAttempts {
+					// Nothing was sent: another endpoint, at once and
+					// outside the retry policy.
+					l.log.Debug("connect failed", "endpoint", res.Endpoint.ID, "attempt", dials, "err", err)
+					continue
+				}
+			}
+			if hc.retry(rs, errOutcome(err), dialed, res.Endpoint.ID, err) {
+				hc.resend(rt, path, u, query, inHand, body)
 				continue
 			}
 			return hc.upstreamFailed(err, complete)
 		}
+		if rs != nil && pump == nil {
+			status := hc.resp.Status
+			if d, ok := rs.decide(resilience.Response(status), true, rs.replayable); ok {
+				// The response is thrown away: none of it reaches the
+				// client, and its connection is kept if it can be.
+				keep := hc.discard(uc)
+				hc.finishUpstream(uc, nil, keep)
+				res.Done(balancer.DoneInfo{Err: statusDoneErr(status), Duration: time.Since(start)})
+				info.AddTried(addr)
+				lastErr = nil
+				l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", status, "reason", string(d.Reason), "attempt", rs.n)
+				if !rs.wait(l.baseCtx) {
+					// The listener is shutting down.
+					return hc.writeError(502, causeUpstreamReset, "upstream connection reset", true) && false
+				}
+				hc.rec.Retries++
+				hc.resend(rt, path, u, query, inHand, body)
+				continue
+			}
+		}
 		return hc.relay(uc, pump, rt, res.Done, start)
 	}
-	return hc.upstreamFailed(dialErr, complete)
+}
+
+// retry asks rs (nil: no retries) whether a failed attempt is retried and
+// waits its backoff; true means pick again. sent says the attempt got as
+// far as a connection: a failed dial sent nothing, so even a partly read
+// body is still the client's to send.
+func (hc *h1conn) retry(rs *retryState, o resilience.Outcome, sent bool, endpoint string, err error) bool {
+	if rs == nil {
+		return false
+	}
+	d, ok := rs.decide(o, sent, !sent || rs.replayable)
+	if !ok {
+		return false
+	}
+	hc.l.log.Debug("retrying", "endpoint", endpoint, "outcome", o.Kind.String(), "reason", string(d.Reason), "attempt", rs.n, "err", err)
+	if !rs.wait(hc.l.baseCtx) {
+		return false
+	}
+	hc.rec.Retries++
+	return true
+}
+
+// resend rebuilds hc.out for another attempt: an interim response relayed
+// to the client reused it. The request's fields are intact: an attempt is
+// only repeated when no body pump ran, or when its dial failed.
+func (hc *h1conn) resend(rt *route.Route, path string, u *url.URL, query string, inHand, body []byte) {
+	out := hc.appendRequestHead(hc.out[:0], rt, path, u, query)
+	if body == nil {
+		out = append(out, inHand...)
+	}
+	hc.out = out
+}
+
+// hasIdempotencyKey reports whether the request carries an
+// Idempotency-Key (or X-Idempotency-Key) field.
+func (hc *h1conn) hasIdempotencyKey() bool {
+	for _, f := range hc.req.Fields {
+		if h1.EqualFold(f.Name, "idempotency-key") || h1.EqualFold(f.Name, "x-idempotency-key") {
+			return true
+		}
+	}
+	return false
+}
+
+// discard reads and drops the body of the response in hc.resp, for a
+// retry: nothing of it reaches the client. It reports whether uc can
+// carry another request: the body was read whole within discardMax (the
+// response deadline of roundTrip still bounds the reads) and the framing
+// allows reuse.
+func (hc *h1conn) discard(uc *upConn) bool {
+	resp := &hc.resp
+	if resp.Close || resp.FaultyFraming || (resp.Minor != 1 && !resp.KeepAlive) {
+		return false
+	}
+	switch {
+	case hc.isHead() || !bodyAllowed(resp.Status):
+	case resp.Chunked:
+		hc.rchunks = h1.ChunkedScanner{}
+		read := 0
+		for {
+			k, done, err := hc.rchunks.Scan(uc.buf[uc.r:uc.w])
+			if err != nil {
+				return false
+			}
+			uc.r += k
+			if done {
+				break
+			}
+			uc.r, uc.w = 0, 0
+			n, err := uc.nc.Read(uc.buf)
+			uc.w = n
+			if read += n; read > discardMax || (err != nil && n == 0) {
+				return false
+			}
+		}
+	case resp.ContentLength >= 0:
+		if resp.ContentLength > discardMax {
+			return false
+		}
+		left := resp.ContentLength
+		for {
+			k := min(int64(uc.w-uc.r), left)
+			uc.r += int(k)
+			if left -= k; left == 0 {
+				break
+			}
+			uc.r, uc.w = 0, 0
+			n, err := uc.nc.Read(uc.buf)
+			uc.w = n
+			if err != nil && n == 0 {
+				return false
+			}
+		}
+	default:
+		return false // delimited by the close
+	}
+	return uc.r == uc.w
 }
 
 // writeTooLarge answers 413 and the connection closes.
@@ -292,12 +451,7 @@ func (hc *h1conn) idempotent(rt *route.Route) bool {
 	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
 		return true
 	}
-	for _, f := range hc.req.Fields {
-		if h1.EqualFold(f.Name, "idempotency-key") || h1.EqualFold(f.Name, "x-idempotency-key") {
-			return true
-		}
-	}
-	return false
+	return hc.hasIdempotencyKey()
 }
 
 // exchange sends the request in hc.out (then body, then with a pump the
@@ -305,7 +459,7 @@ func (hc *h1conn) idempotent(rt *route.Route) bool {
 // response head into hc.resp. A reused connection that fails before any
 // response byte is replaced by a new one and the request sent again, once,
 // when the body is complete in hand and the request idempotent.
-func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, remain int64, rt *route.Route) (*upConn, *bodyPump, error) {
+func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, remain int64, rt *route.Route, timeout time.Duration) (*upConn, *bodyPump, error) {
 	l := hc.l
 	ep := l.pools.endpoint(addr)
 	// Every reused connection is checked first (one non-blocking peek):
@@ -323,7 +477,7 @@ func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, rema
 			}
 		}
 		hc.cur.Store(uc)
-		pump, err := hc.roundTrip(uc, body, complete, remain)
+		pump, err := hc.roundTrip(uc, body, complete, remain, timeout)
 		if err == nil {
 			return uc, pump, nil
 		}
@@ -345,7 +499,7 @@ func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, rema
 
 // roundTrip writes the request on uc and reads the response head. Errors
 // before any response byte on a reused connection are *staleError.
-func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64) (*bodyPump, error) {
+func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64, timeout time.Duration) (*bodyPump, error) {
 	l := hc.l
 	stale := func(err error) error {
 		if uc.reused && isConnGone(err) {
@@ -368,7 +522,7 @@ func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64
 		uc.nc.SetReadDeadline(time.Time{})
 		pump = hc.startPump(uc, remain)
 	} else {
-		uc.nc.SetReadDeadline(time.Now().Add(l.cfg.ResponseTimeout))
+		uc.nc.SetReadDeadline(time.Now().Add(timeout))
 	}
 	uc.r, uc.w = 0, 0
 	got := false // a response byte came

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/proxy/route"
+	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
 // DialError is a failed dial to an endpoint: nothing reached it, so the
@@ -196,20 +198,42 @@ type upstreamTransport struct{ l *HTTPListener }
 
 // RoundTrip picks, sends, and on a dial error picks another endpoint (up to
 // ConnectAttempts): a failed dial sent nothing, and the request body is
-// untouched. Every pick's Done is called exactly once: at once when its
-// attempt failed, else when the response body is finished (EOF, read error
-// or Close).
+// untouched. With a retry policy (WithRetry) it also retries what the
+// policy allows (see retry.go), discarding a retried response whole.
+// Every pick's Done is called exactly once: at once when its attempt
+// failed or its response was discarded, else when the response body is
+// finished (EOF, read error or Close).
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	l := t.l
 	x := exchangeOf(req.Context())
+	up, pol, budget := retryOf(x.up, x.route)
+	var rs *retryState
+	if pol != nil {
+		rs = &retryState{}
+		rs.begin(pol, budget, methodName([]byte(req.Method), false),
+			len(req.Header["Idempotency-Key"])+len(req.Header["X-Idempotency-Key"]) > 0, x.route.Config.Idempotent)
+	}
 	var body *requestBody
 	if req.Body != nil && req.Body != http.NoBody {
 		// http.Transport closes the body when a round trip fails; the
 		// wrapper keeps it open for the next attempt. net/http's server
 		// closes the real body after the handler.
 		body = &requestBody{rc: req.Body}
+		if rs != nil && pol.KeepBody(max(req.ContentLength, 0)) {
+			body.keep, body.size = pol.Config().MaxReplayBody, req.ContentLength
+		}
 		x.body = body
 	}
+	resp, err := t.attempts(req, up, rs, body)
+	if rs != nil && resp == nil {
+		rs.end()
+	}
+	return resp, err
+}
+
+// attempts is RoundTrip's loop over picks.
+func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retryState, body *requestBody) (*http.Response, error) {
+	l := t.l
+	x := exchangeOf(req.Context())
 	tr := l.transport
 	if l.h2 != nil && !isUpgrade(req) {
 		// An upgrade needs HTTP/1.1 (HTTP/2 has no Upgrade; RFC 9113
@@ -217,16 +241,17 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		tr = l.h2
 	}
 	var info balancer.PickInfo
-	var dialErr error
-	for attempt := 0; attempt < l.cfg.ConnectAttempts; attempt++ {
-		res, err := x.up.Pick(&info)
+	var lastErr error // the previous attempt's error, when it failed
+	dials := 0        // failed dials
+	for {
+		res, err := up.Pick(&info)
 		if err == nil && res.Endpoint == nil {
 			res.Done(balancer.DoneInfo{Err: errors.New("pick returned no endpoint")})
 			err = errors.New("upstream returned a pick without an endpoint")
 		}
 		if err != nil {
-			if dialErr != nil {
-				return nil, fmt.Errorf("%w; then pick: %w", dialErr, err)
+			if lastErr != nil {
+				return nil, fmt.Errorf("%w; then pick: %w", lastErr, err)
 			}
 			return nil, fmt.Errorf("pick %s: %w", x.service, err)
 		}
@@ -235,26 +260,90 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		u.Host = res.Endpoint.Addr.String()
 		out.URL = &u
 		if body != nil {
-			out.Body = body
+			out.Body = body.attempt()
 		}
 		if x.rec != nil {
 			x.rec.Attempts++
 			x.rec.Endpoint = res.Endpoint.Addr
 		}
+		var stop func() bool // the per-try timer; nil without a retry policy
+		var cancel context.CancelFunc
+		if rs != nil {
+			if d := rs.attemptTimeout(0); d > 0 {
+				// The transport's ResponseTimeout still applies too.
+				out, stop, cancel = perTry(out, d)
+			}
+		}
 		start := time.Now()
 		resp, err := tr.RoundTrip(out)
+		if stop != nil && !stop() {
+			// The timer fired: its cancel breaks the response too, if
+			// one came meanwhile.
+			if err == nil {
+				resp.Body.Close()
+				err = context.DeadlineExceeded
+			}
+			err = &perTryTimeoutError{err}
+		}
 		if err != nil {
+			if cancel != nil {
+				cancel()
+			}
 			res.Done(balancer.DoneInfo{Err: err, Duration: time.Since(start)})
+			if req.Context().Err() != nil {
+				return nil, err
+			}
+			info.AddTried(res.Endpoint.Addr)
+			lastErr = err
 			var de *DialError
-			if errors.As(err, &de) && (body == nil || !body.touched.Load()) && req.Context().Err() == nil {
-				info.AddTried(res.Endpoint.Addr)
-				dialErr = err
-				l.log.Debug("connect failed", "endpoint", res.Endpoint.ID, "attempt", attempt+1, "err", err)
-				continue
+			dialed := !errors.As(err, &de)
+			if !dialed && (body == nil || !body.touched.Load()) {
+				if dials++; dials < l.cfg.ConnectAttempts {
+					l.log.Debug("connect failed", "endpoint", res.Endpoint.ID, "attempt", dials, "err", err)
+					continue
+				}
+			}
+			if rs != nil {
+				sent := dialed || (body != nil && body.touched.Load())
+				if d, ok := rs.decide(errOutcome(err), sent, body.replayable()); ok {
+					l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "reason", string(d.Reason), "attempt", rs.n, "err", err)
+					if !rs.wait(req.Context()) {
+						return nil, err
+					}
+					if x.rec != nil {
+						x.rec.Retries++
+					}
+					continue
+				}
 			}
 			return nil, err
 		}
-		rb := &responseBody{rc: resp.Body, done: res.Done, start: start, ctx: req.Context()}
+		if rs != nil {
+			o, grpcBody := t.responseOutcome(req, resp, body, rs.pol.RetriesGRPC())
+			if grpcBody != nil {
+				resp.Body = grpcBody
+			}
+			if d, ok := rs.decide(o, true, body.replayable()); ok {
+				// None of the response reaches the client; its
+				// connection is kept when the body is small.
+				discardBody(resp.Body)
+				if cancel != nil {
+					cancel()
+				}
+				doneDiscarded(res.Done, resp.StatusCode, o, start)
+				info.AddTried(res.Endpoint.Addr)
+				lastErr = nil
+				l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", resp.StatusCode, "reason", string(d.Reason), "attempt", rs.n)
+				if !rs.wait(req.Context()) {
+					return nil, context.Canceled
+				}
+				if x.rec != nil {
+					x.rec.Retries++
+				}
+				continue
+			}
+		}
+		rb := &responseBody{rc: resp.Body, done: res.Done, start: start, ctx: req.Context(), rs: rs, cancel: cancel}
 		if resp.StatusCode >= 500 && resp.StatusCode < 600 {
 			rb.status = &statusErrors[resp.StatusCode-500]
 		} else if l.cfg.GRPC {
@@ -269,16 +358,96 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		return resp, nil
 	}
-	return nil, dialErr
 }
 
+// perTry returns out with a context that the per-try timer cancels after
+// d, unless stop is called first (when the response head came); cancel
+// releases the context once the response is done with.
+func perTry(out *http.Request, d time.Duration) (*http.Request, func() bool, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(out.Context())
+	t := time.AfterFunc(d, func() { cancel(errPerTryTimeout) })
+	return out.WithContext(ctx), t.Stop, func() { cancel(nil) }
+}
+
+// responseOutcome classifies a response for the retry policy: its
+// status, and for a gRPC call its grpc-status. A gRPC response without
+// grpc-status in its head carries it in trailers: with peek (the policy
+// retries gRPC statuses) and the request body all sent, one read of the
+// body tells whether the call ends at once (trailers, no message), and
+// the body returned replays what that read got. A response that has a
+// message is not retried on its status.
+func (t *upstreamTransport) responseOutcome(req *http.Request, resp *http.Response, body *requestBody, peek bool) (resilience.Outcome, io.ReadCloser) {
+	o := resilience.Response(resp.StatusCode)
+	if !t.l.cfg.GRPC || resp.StatusCode != http.StatusOK || !isGRPCRequest(req) {
+		return o, nil
+	}
+	if v := resp.Header.Get("Grpc-Status"); v != "" {
+		return grpcOutcome(v), nil
+	}
+	if !peek || (body != nil && !body.eof.Load()) {
+		// No gRPC status to retry on, or a client stream still
+		// sending: do not wait.
+		return o, nil
+	}
+	var b [512]byte
+	var n int
+	var err error
+	for n == 0 && err == nil {
+		n, err = resp.Body.Read(b[:])
+	}
+	if n == 0 && err == io.EOF {
+		return grpcOutcome(resp.Trailer.Get("Grpc-Status")), nil
+	}
+	return o, &prefixedBody{prefix: append([]byte(nil), b[:n]...), rc: resp.Body, err: err}
+}
+
+// grpcOutcome is the outcome of a gRPC call that ended with grpc-status v.
+func grpcOutcome(v string) resilience.Outcome {
+	var code int
+	if e, ok := grpcStatusErr(v).(*GRPCStatusError); ok {
+		code = e.Code
+	}
+	return resilience.GRPCResponse(code)
+}
+
+// prefixedBody is a response body whose first bytes were read already.
+type prefixedBody struct {
+	prefix []byte
+	rc     io.ReadCloser
+	err    error // the error of the read that got prefix
+}
+
+func (b *prefixedBody) Read(p []byte) (int, error) {
+	if len(b.prefix) > 0 {
+		n := copy(p, b.prefix)
+		b.prefix = b.prefix[n:]
+		return n, nil
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	return b.rc.Read(p)
+}
+
+func (b *prefixedBody) Close() error { return b.rc.Close() }
+
 // requestBody is the client's body as given to one or more attempts. Close
-// is a no-op (see RoundTrip); touched says whether any attempt read it, after
-// which no retry is safe.
+// is a no-op (see RoundTrip); touched says whether any attempt read it.
+// With keep > 0 it keeps what it read, up to keep bytes, so that an
+// attempt after the first can send it again once it was read to its end.
 type requestBody struct {
 	rc      io.ReadCloser
 	touched atomic.Bool
 	err     atomic.Pointer[error] // the client's read error other than EOF
+
+	// Written by the reading attempt; read by RoundTrip after keptN or
+	// eof says the body is whole (the atomics order them).
+	keep  int64  // the most bytes kept for replay; 0: none
+	size  int64  // the body's Content-Length; -1: unknown
+	kept  []byte // what was read, while within keep
+	over  bool   // more than keep was read
+	keptN atomic.Int64
+	eof   atomic.Bool
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -286,6 +455,18 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		b.touched.Store(true)
 	}
 	n, err := b.rc.Read(p)
+	if b.keep > 0 && !b.over && n > 0 {
+		if int64(len(b.kept)+n) > b.keep {
+			b.over, b.kept = true, nil
+			b.keptN.Store(-1)
+		} else {
+			b.kept = append(b.kept, p[:n]...)
+			b.keptN.Store(int64(len(b.kept)))
+		}
+	}
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
 	if err != nil && err != io.EOF {
 		b.err.CompareAndSwap(nil, &err)
 	}
@@ -294,6 +475,36 @@ func (b *requestBody) Read(p []byte) (int, error) {
 
 func (b *requestBody) Close() error { return nil }
 
+// replayable reports whether the body can be sent again: nobody read it
+// yet, or it was read to its end (all its Content-Length, or EOF) and kept
+// whole. A nil body has nothing to send.
+func (b *requestBody) replayable() bool {
+	if b == nil || !b.touched.Load() {
+		return true
+	}
+	if b.keep == 0 {
+		return false
+	}
+	k := b.keptN.Load()
+	return k >= 0 && ((b.size >= 0 && k == b.size) || (b.eof.Load() && b.keptN.Load() >= 0))
+}
+
+// attempt returns the body for the next attempt: b itself until it was
+// read, then (replayable only) a reader of the kept bytes. An attempt
+// that failed may leave its transport's writer still reading b: a reader
+// per attempt keeps them apart.
+func (b *requestBody) attempt() io.ReadCloser {
+	if !b.touched.Load() {
+		return b
+	}
+	return &replayBody{Reader: bytes.NewReader(b.kept)}
+}
+
+// replayBody is a kept body sent again; Close is a no-op like requestBody's.
+type replayBody struct{ *bytes.Reader }
+
+func (replayBody) Close() error { return nil }
+
 // responseBody calls Done once, when the body is finished: at EOF (success,
 // the StatusError of a 5xx, or on a gRPC listener the GRPCStatusError of a
 // non-OK grpc-status), at a read error (the endpoint failed
@@ -301,6 +512,8 @@ func (b *requestBody) Close() error { return nil }
 // stopped copying: the request context's error, nil if there is none).
 type responseBody struct {
 	rc       io.ReadCloser
+	rs       *retryState        // the request's retry accounting, ended with the body; nil: none
+	cancel   context.CancelFunc // releases the attempt's per-try context; nil: none
 	done     func(balancer.DoneInfo)
 	start    time.Time
 	ctx      context.Context
@@ -340,6 +553,12 @@ func (b *responseBody) finish(err error) {
 		err = b.status
 	}
 	b.done(balancer.DoneInfo{Err: err, Duration: time.Since(b.start)})
+	if b.cancel != nil {
+		b.cancel()
+	}
+	if b.rs != nil {
+		b.rs.end()
+	}
 }
 
 // upgradeBody is the body of a 101 response: the endpoint's side of the

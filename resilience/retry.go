@@ -214,6 +214,10 @@ func NewRetryPolicy(cfg RetryConfig) (*RetryPolicy, error) {
 // Config returns the policy's configuration with defaults applied.
 func (p *RetryPolicy) Config() RetryConfig { return p.cfg }
 
+// RetriesGRPC reports whether the policy retries any gRPC status, so
+// that a caller only waits to learn a call's status when it matters.
+func (p *RetryPolicy) RetriesGRPC() bool { return p.Enabled() && p.cond.grpc != 0 }
+
 // Enabled reports whether the policy retries at all.
 func (p *RetryPolicy) Enabled() bool { return p != nil && p.cfg.Attempts > 1 }
 

@@ -199,3 +199,22 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 		t.Errorf("Decide: %v allocations, want 0", n)
 	}
 }
+
+func TestRetriesGRPC(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  RetryConfig
+		want bool
+	}{
+		{RetryConfig{Attempts: 2, On: []string{"unavailable"}}, true},
+		{RetryConfig{Attempts: 2, On: []string{"5xx", "503"}}, false},
+		{RetryConfig{Attempts: 1, On: []string{"unavailable"}}, false},
+	} {
+		p, err := NewRetryPolicy(tc.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.RetriesGRPC(); got != tc.want {
+			t.Errorf("%+v: RetriesGRPC() = %v, want %v", tc.cfg, got, tc.want)
+		}
+	}
+}

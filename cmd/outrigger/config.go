@@ -322,6 +322,7 @@ func (c *Config) setDefaults() {
 		c.AccessLog.setDefaults()
 	}
 	c.setLimitDefaults()
+	c.setRetryDefaults()
 	for i := range c.Inbound {
 		in := &c.Inbound[i]
 		in.Protocol = cmpOr(in.Protocol, defaultProtocol)
@@ -513,6 +514,7 @@ func (c *Config) validate() []fieldError {
 	c.validateUpstreams(add, checkDur)
 	c.validateAccessLog(add)
 	c.validateLimits(add, checkDur)
+	c.validateRetries(add, checkDur)
 	for i, in := range c.Inbound {
 		p := fmt.Sprintf("inbound[%d]", i)
 		checkListener(p, in.Name, in.Listen)

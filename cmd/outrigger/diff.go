@@ -229,7 +229,11 @@ func diffConfig(old, next *Config) configDiff {
 			continue
 		}
 		same := reflect.DeepEqual(o, n)
-		rebuilt := slices.ContainsFunc(n.services(), func(svc string) bool { _, ok := d.servicesStart[svc]; return ok })
+		rebuilt := slices.ContainsFunc(n.services(), func(svc string) bool {
+			_, ok := d.servicesStart[svc]
+			// A changed retry block reaches HTTP listeners with their routing state.
+			return ok || (n.isHTTP() && retriesChanged(old, next, svc))
+		})
 		fallbackRebuilt := false
 		if n.out != nil && n.out.Protocol == "auto" {
 			_, fallbackRebuilt = d.servicesStart[n.out.Service]

@@ -93,6 +93,7 @@ type plan struct {
 	added   map[string]*listenerRun // new listeners, by name
 	adds    []proxy.Listener        // the same, in diff order, for Server.Apply
 	updates []listenerUpdate
+	retries map[string]*retryRun // the retry settings of next, by service
 }
 
 // apply makes next the running config, all or nothing: on an error nothing
@@ -147,6 +148,7 @@ func (p *process) apply(next *Config) (configDiff, error) {
 	}
 	p.cfg = &active
 	p.sources, p.balancers, p.listeners = sources, balancers, listeners
+	p.retries = pl.retries
 	p.mu.Unlock()
 	return pl.d, nil
 }
@@ -176,9 +178,13 @@ func (p *process) prepare(next *Config) (*plan, error) {
 		}
 		return p.balancers[svc].b
 	}
+	var err error
+	if pl.retries, err = retryRuns(p.retries, next); err != nil {
+		return pl, err
+	}
 	specs, _ := listenerSpecs(next)
 	for _, name := range pl.d.listenersAdd {
-		lr, err := p.newListener(next, specs[name], upstream)
+		lr, err := p.newListener(next, specs[name], upstream, pl.retries)
 		if err != nil {
 			return pl, fmt.Errorf("%s %q: %w", specs[name].kind, name, err)
 		}
@@ -190,7 +196,7 @@ func (p *process) prepare(next *Config) (*plan, error) {
 		var err error
 		switch s := u.spec; {
 		case s.isHTTP():
-			u.table, u.ups, err = p.routing(*s.out, upstream)
+			u.table, u.ups, err = p.routing(*s.out, upstream, pl.retries)
 			u.adm = p.limits.admission(next, *s.out, p.log.With("component", "proxy"))
 		case s.out != nil:
 			u.tcp, u.up = outboundTCP(*s.out), upstream(s.out.Service)
@@ -371,12 +377,12 @@ func (p *process) startSource(cfg *Config, dc DiscoveryConfig, restart bool) (*s
 }
 
 // newListener builds (does not bind) the listener for s of config cfg.
-func (p *process) newListener(cfg *Config, s listenerSpec, upstream func(string) *balancer.Balancer) (*listenerRun, error) {
+func (p *process) newListener(cfg *Config, s listenerSpec, upstream func(string) *balancer.Balancer, retries map[string]*retryRun) (*listenerRun, error) {
 	popts := p.proxyOptions()
 	r := &listenerRun{spec: s}
 	switch {
 	case s.isHTTP():
-		table, ups, err := p.routing(*s.out, upstream)
+		table, ups, err := p.routing(*s.out, upstream, retries)
 		if err != nil {
 			return nil, err
 		}
@@ -417,8 +423,8 @@ func (p *process) watchCerts(r *listenerRun) {
 }
 
 // routing builds an http listener's route table and the upstream of every
-// service its routes send to.
-func (p *process) routing(o OutboundConfig, upstream func(string) *balancer.Balancer) (*route.Table, proxy.Upstreams, error) {
+// service its routes send to, with its retry setting.
+func (p *process) routing(o OutboundConfig, upstream func(string) *balancer.Balancer, retries map[string]*retryRun) (*route.Table, proxy.Upstreams, error) {
 	rc, err := o.routeConfig() // validated with the config
 	if err != nil {
 		return nil, nil, err
@@ -430,9 +436,13 @@ func (p *process) routing(o OutboundConfig, upstream func(string) *balancer.Bala
 	for _, w := range table.Warnings() {
 		p.log.Warn("route table: "+w, "listener", o.Name)
 	}
+	routeRetry, err := routeRetries(o)
+	if err != nil {
+		return nil, nil, err
+	}
 	ups := proxy.Upstreams{}
 	for _, svc := range o.services() {
-		ups[svc] = upstream(svc)
+		ups[svc] = withRetry(upstream(svc), retries[svc], routeRetry)
 	}
 	return table, ups, nil
 }

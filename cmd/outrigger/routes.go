@@ -24,6 +24,7 @@ type RouteConfig struct {
 	RateLimit          *RateLimitConfig      `yaml:"rate_limit" json:"rate_limit,omitempty"`
 	RateLimitPerClient *RateLimitConfig      `yaml:"rate_limit_per_client" json:"rate_limit_per_client,omitempty"`
 	MaxRequests        int                   `yaml:"max_requests" json:"max_requests,omitempty"`
+	Retry              *RetryConfig          `yaml:"retry" json:"retry,omitempty"` // replaces the service's policy; see retrycfg.go
 }
 
 // RouteMatch is what a request must look like; every condition must hold.

@@ -44,6 +44,7 @@ type process struct {
 	sources   map[string]*sourceRun
 	balancers map[string]*balancerRun // one per upstream service
 	listeners map[string]*listenerRun
+	retries   map[string]*retryRun // per upstream service with retries; see retrycfg.go
 	status    reloadStatus
 	limits    limitsState // run's goroutine only (limitscfg.go)
 }

@@ -24,8 +24,9 @@ type UpstreamConfig struct {
 	HealthCheck      *HealthCheckConfig      `yaml:"health_check" json:"health_check,omitempty"`
 
 	// Limits over every listener (limitscfg.go); 0: no limit.
-	MaxRequests    int `yaml:"max_requests" json:"max_requests,omitempty"`
-	MaxConnections int `yaml:"max_connections" json:"max_connections,omitempty"`
+	MaxRequests    int          `yaml:"max_requests" json:"max_requests,omitempty"`
+	MaxConnections int          `yaml:"max_connections" json:"max_connections,omitempty"`
+	Retry          *RetryConfig `yaml:"retry" json:"retry,omitempty"` // see retrycfg.go
 }
 
 // CircuitBreakerConfig is resilience.BreakerConfig as written in the file.

@@ -129,8 +129,8 @@ func TestParseConfigUpstreamsErrorsNameLineAndField(t *testing.T) {
 	}{
 		{name: "unknown field", yaml: "  orders.shop:\n    circuit_breaker: {consecutive_failure: 5}\n",
 			want: []string{f + `:7: upstreams.'orders.shop'.circuit_breaker.consecutive_failure: unknown field "consecutive_failure"`}},
-		{name: "unknown block", yaml: "  orders.shop:\n    retry: {attempts: 3}\n",
-			want: []string{f + `:7: upstreams.'orders.shop'.retry: unknown field "retry"`}},
+		{name: "unknown block", yaml: "  orders.shop:\n    retries: {attempts: 3}\n",
+			want: []string{f + `:7: upstreams.'orders.shop'.retries: unknown field "retries"`}},
 		{name: "not a number", yaml: "  orders.shop:\n    outlier_detection:\n      consecutive_5xx: many\n",
 			want: []string{f + `:8: upstreams.'orders.shop'.outlier_detection.consecutive_5xx: cannot use "many" as int`}},
 		{name: "bad durations", yaml: "  orders.shop:\n    circuit_breaker:\n      open: 30\n      max_open: -1m\n    health_check: {type: tcp, interval: soon}\n",
