@@ -51,7 +51,9 @@ type reloadStatus struct {
 	// by one with each reload that changed something.
 	Generation int       `json:"generation"`
 	Applied    time.Time `json:"applied"`
-	// Failures counts rejected reloads since the start.
+	// Reloads counts accepted reloads since the start (changed or not),
+	// Failures rejected ones.
+	Reloads  int `json:"reloads"`
 	Failures int `json:"failures"`
 	// LastError lists the problems of the latest reload if it was
 	// rejected (file:line: field: what); empty once one succeeds.
@@ -344,7 +346,8 @@ func (p *process) startSource(cfg *Config, dc DiscoveryConfig) (*sourceRun, erro
 
 // newListener builds (does not bind) the listener for s of config cfg.
 func (p *process) newListener(cfg *Config, s listenerSpec, upstream func(string) *balancer.Balancer) (*listenerRun, error) {
-	popts := proxy.Options{Logger: p.log.With("component", "proxy")}
+	popts := proxy.Options{Logger: p.log.With("component", "proxy"),
+		Observer: observers(p.metrics), TCPObserver: p.metrics}
 	r := &listenerRun{spec: s}
 	switch {
 	case s.isHTTP():
@@ -472,6 +475,7 @@ func (p *process) reload(why string) {
 		return
 	}
 	p.mu.Lock()
+	p.status.Reloads++
 	p.status.LastError = nil
 	p.status.RestartNeeded = d.restart
 	if !d.empty() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -30,6 +31,7 @@ type process struct {
 	supervisor *discovery.Supervisor
 	server     *proxy.Server
 	admin      *proxy.Admin
+	metrics    *metrics // /metrics; observes every listener
 
 	// set by run before the first apply; the control plane's goroutines
 	// (sources, balancers) run under ctrlCtx and ctrl waits for them
@@ -54,11 +56,13 @@ func build(cfg *Config, log *slog.Logger) (*process, error) {
 	p.supervisor = discovery.NewSupervisor(p.catalog, discovery.SupervisorOptions{Logger: log.With("component", "discovery")})
 	p.server = proxy.NewServer[proxy.Listener](proxy.ServerConfig{DrainTimeout: cfg.Drain.Timeout.D()},
 		proxy.Options{Logger: log.With("component", "proxy")})
+	p.metrics = newMetrics(p.newStateCollector())
 	p.admin = proxy.NewAdmin(cfg.Admin.Listen, proxy.AdminOptions{
 		Logger:    log.With("component", "admin"),
 		Ready:     p.ready,
 		Config:    p.configView,
 		Endpoints: p.endpoints,
+		Handlers:  map[string]http.Handler{"/metrics": p.metrics.handler()},
 	})
 	return p, nil
 }
