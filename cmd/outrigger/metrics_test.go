@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"io"
+	"maps"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +18,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/outrigger-mesh/outrigger/balancer"
+	"github.com/outrigger-mesh/outrigger/discovery"
 	"github.com/outrigger-mesh/outrigger/proxy"
+	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
 // families parses a Prometheus text exposition.
@@ -288,5 +294,115 @@ func TestMetricsExposition(t *testing.T) {
 	}
 	if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("Content-Type %q, want text/plain", ct)
+	}
+}
+
+// fakeCatalog is a catalogView of fixed snapshots.
+type fakeCatalog map[string]*discovery.Snapshot
+
+func (f fakeCatalog) Services() []string {
+	return slices.Sorted(maps.Keys(f))
+}
+
+func (f fakeCatalog) Snapshot(svc string) *discovery.Snapshot { return f[svc] }
+
+// The state collector turns balancer status, catalog snapshots, source
+// health, reload status and the build into series at scrape time.
+func TestStateCollector(t *testing.T) {
+	ep := func(id, addr string, st discovery.State, source string) discovery.Endpoint {
+		return discovery.Endpoint{ID: id, Addr: netip.MustParseAddrPort(addr), State: st, Source: source}
+	}
+	until := time.Now().Add(time.Minute)
+	orders := balancer.Status{Service: "orders.shop", Ready: true, EjectionsTotal: 4, BreakerOpensTotal: 2,
+		Endpoints: []balancer.EndpointStatus{{
+			Endpoint: ep("k8s/a", "10.0.0.1:80", discovery.StateReady, "k8s"), Eligible: true, InFlight: 3, Picks: 40,
+			Breaker: &balancer.BreakerStatus{State: resilience.BreakerClosed},
+			Outlier: &balancer.OutlierStatus{}, Health: &balancer.HealthStatus{Healthy: true},
+		}, {
+			Endpoint: ep("k8s/b", "10.0.0.2:80", discovery.StateReady, "k8s"), Picks: 7,
+			Breaker: &balancer.BreakerStatus{State: resilience.BreakerOpen, Trips: 1, OpenUntil: &until},
+			Outlier: &balancer.OutlierStatus{Ejected: true, Ejections: 1, EjectedUntil: &until},
+			Health:  &balancer.HealthStatus{Healthy: false},
+		}}}
+	plain := balancer.Status{Service: "db.shop", Endpoints: []balancer.EndpointStatus{}}
+	cat := fakeCatalog{
+		"orders.shop": {Service: "orders.shop", Endpoints: []discovery.Endpoint{
+			ep("k8s/a", "10.0.0.1:80", discovery.StateReady, "k8s"),
+			ep("k8s/b", "10.0.0.2:80", discovery.StateReady, "k8s"),
+			ep("k8s/c", "10.0.0.3:80", discovery.StateDraining, "k8s"),
+			ep("vm/d", "10.1.0.1:80", discovery.StateNotReady, "vm"),
+		}},
+	}
+	c := &stateCollector{
+		upstreams: func() []balancer.Status { return []balancer.Status{orders, plain} },
+		catalog:   cat,
+		sources: func() []discovery.SourceStatus {
+			return []discovery.SourceStatus{{Name: "k8s", Healthy: true}, {Name: "vm", ConsecutiveFailures: 3}}
+		},
+		reload: func() reloadStatus {
+			return reloadStatus{Generation: 3, Reloads: 4, Failures: 1, LastError: []string{"bad"}}
+		},
+		version: "v9.9.9",
+	}
+	got := map[string]float64{}
+	fams := scrape(t, newMetrics(c))
+	for name := range fams {
+		if strings.HasPrefix(name, "outrigger_") {
+			maps.Copy(got, series(fams, name))
+		}
+	}
+	a := "address=10.0.0.1:80,destination_service=orders.shop,endpoint=k8s/a"
+	b := "address=10.0.0.2:80,destination_service=orders.shop,endpoint=k8s/b"
+	want := map[string]float64{
+		"outrigger_upstream_endpoint_picks_total{" + a + "}":                           40,
+		"outrigger_upstream_endpoint_picks_total{" + b + "}":                           7,
+		"outrigger_upstream_endpoint_in_flight{" + a + "}":                             3,
+		"outrigger_upstream_endpoint_in_flight{" + b + "}":                             0,
+		"outrigger_upstream_endpoint_eligible{" + a + "}":                              1,
+		"outrigger_upstream_endpoint_eligible{" + b + "}":                              0,
+		"outrigger_upstream_endpoint_breaker_state{" + a + ",state=closed}":            1,
+		"outrigger_upstream_endpoint_breaker_state{" + a + ",state=open}":              0,
+		"outrigger_upstream_endpoint_breaker_state{" + a + ",state=half-open}":         0,
+		"outrigger_upstream_endpoint_breaker_state{" + b + ",state=closed}":            0,
+		"outrigger_upstream_endpoint_breaker_state{" + b + ",state=open}":              1,
+		"outrigger_upstream_endpoint_breaker_state{" + b + ",state=half-open}":         0,
+		"outrigger_upstream_endpoint_ejected{" + a + "}":                               0,
+		"outrigger_upstream_endpoint_ejected{" + b + "}":                               1,
+		"outrigger_upstream_endpoint_healthy{" + a + "}":                               1,
+		"outrigger_upstream_endpoint_healthy{" + b + "}":                               0,
+		"outrigger_upstream_endpoints{destination_service=orders.shop}":                2,
+		"outrigger_upstream_endpoints{destination_service=db.shop}":                    0,
+		"outrigger_upstream_endpoints_eligible{destination_service=orders.shop}":       1,
+		"outrigger_upstream_endpoints_eligible{destination_service=db.shop}":           0,
+		"outrigger_upstream_ready{destination_service=orders.shop}":                    1,
+		"outrigger_upstream_ready{destination_service=db.shop}":                        0,
+		"outrigger_upstream_outlier_ejections_total{destination_service=orders.shop}":  4,
+		"outrigger_upstream_outlier_ejections_total{destination_service=db.shop}":      0,
+		"outrigger_upstream_outlier_ejections_active{destination_service=orders.shop}": 1,
+		"outrigger_upstream_outlier_ejections_active{destination_service=db.shop}":     0,
+		"outrigger_upstream_breaker_opens_total{destination_service=orders.shop}":      2,
+		"outrigger_upstream_breaker_opens_total{destination_service=db.shop}":          0,
+
+		"outrigger_discovery_endpoints{service=orders.shop,source=k8s,state=ready}":    2,
+		"outrigger_discovery_endpoints{service=orders.shop,source=k8s,state=draining}": 1,
+		"outrigger_discovery_endpoints{service=orders.shop,source=vm,state=not_ready}": 1,
+		"outrigger_discovery_source_healthy{source=k8s}":                               1,
+		"outrigger_discovery_source_healthy{source=vm}":                                0,
+		"outrigger_discovery_source_consecutive_failures{source=k8s}":                  0,
+		"outrigger_discovery_source_consecutive_failures{source=vm}":                   3,
+
+		"outrigger_config_reloads_total{result=success}":                            4,
+		"outrigger_config_reloads_total{result=failure}":                            1,
+		"outrigger_config_generation{}":                                             3,
+		"outrigger_config_last_reload_successful{}":                                 0,
+		"outrigger_build_info{go_version=" + runtime.Version() + ",version=v9.9.9}": 1,
+	}
+	if d := cmp.Diff(got, want); d != "" {
+		t.Errorf("series (-got +want):\n%s", d)
+	}
+	for name, f := range fams {
+		if strings.HasPrefix(name, "outrigger_") && f.GetHelp() == "" {
+			t.Errorf("%s has no HELP", name)
+		}
 	}
 }
