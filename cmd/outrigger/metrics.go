@@ -197,7 +197,7 @@ func codeLabels(code int) (string, string) {
 // ObserveRequest counts one finished HTTP request (proxy.Observer).
 func (m *metrics) ObserveRequest(r *proxy.RequestRecord) {
 	s := m.reqs.get(reqKey{listener: r.Listener, route: r.Route, service: r.Service,
-		method: r.Method, cause: r.Cause, code: r.Status})
+		method: boundedMethod(r.Method), cause: r.Cause, code: r.Status})
 	s.requests.Inc()
 	s.duration.Observe(r.Duration.Seconds())
 	if r.Attempts > 0 {
@@ -212,6 +212,17 @@ func (m *metrics) ObserveRequest(r *proxy.RequestRecord) {
 	if s.errors != nil {
 		s.errors.Inc()
 	}
+}
+
+// boundedMethod keeps the method label to a fixed set: the record holds
+// any method the client sent when another Observer (access logs) asked
+// the proxy for detail (Options.ObserveDetail).
+func boundedMethod(m string) string {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE":
+		return m
+	}
+	return "OTHER"
 }
 
 // connKey and closeKey are label sets of the TCP metrics.

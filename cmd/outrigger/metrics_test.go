@@ -99,6 +99,9 @@ func TestObserveRequest(t *testing.T) {
 	gone := testRecord()
 	gone.Status, gone.Method = 0, "OTHER"
 	m.ObserveRequest(gone)
+	odd := testRecord() // a method as it comes with ObserveDetail: still OTHER
+	odd.Status, odd.Method = 0, "BREW"
+	m.ObserveRequest(odd)
 
 	fams := scrape(t, m)
 	got := series(fams, "outrigger_requests_total", "outrigger_request_duration_seconds",
@@ -108,17 +111,17 @@ func TestObserveRequest(t *testing.T) {
 	want := map[string]float64{
 		"outrigger_requests_total{" + api + ",method=GET,response_code=200,response_code_class=2xx,route=api}":                     3,
 		"outrigger_requests_total{" + api + ",method=GET,response_code=503,response_code_class=5xx,route=api}":                     1,
-		"outrigger_requests_total{" + api + ",method=OTHER,response_code=0,response_code_class=none,route=api}":                    1,
+		"outrigger_requests_total{" + api + ",method=OTHER,response_code=0,response_code_class=none,route=api}":                    2,
 		"outrigger_requests_total{destination_service=,listener=web,method=POST,response_code=404,response_code_class=4xx,route=}": 2,
 		"outrigger_request_duration_seconds_count{" + api + ",response_code_class=2xx,route=api}":                                  3,
 		"outrigger_request_duration_seconds_count{" + api + ",response_code_class=5xx,route=api}":                                  1,
-		"outrigger_request_duration_seconds_count{" + api + ",response_code_class=none,route=api}":                                 1,
+		"outrigger_request_duration_seconds_count{" + api + ",response_code_class=none,route=api}":                                 2,
 		"outrigger_request_duration_seconds_count{destination_service=,listener=web,response_code_class=4xx,route=}":               2,
-		"outrigger_upstream_attempts_total{" + api + ",route=api}":                                                                 7,
+		"outrigger_upstream_attempts_total{" + api + ",route=api}":                                                                 8,
 		"outrigger_upstream_attempts_total{destination_service=,listener=web,route=}":                                              0,
 		"outrigger_upstream_retries_total{" + api + ",route=api}":                                                                  2,
 		"outrigger_upstream_retries_total{destination_service=,listener=web,route=}":                                               0,
-		"outrigger_response_bytes_total{" + api + ",route=api}":                                                                    40,
+		"outrigger_response_bytes_total{" + api + ",route=api}":                                                                    50,
 		"outrigger_response_bytes_total{destination_service=,listener=web,route=}":                                                 0,
 		"outrigger_proxy_errors_total{cause=no_route,destination_service=,listener=web,route=}":                                    2,
 	}
