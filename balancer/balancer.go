@@ -117,6 +117,12 @@ type Balancer struct {
 	ready   atomic.Bool
 	running atomic.Bool
 
+	// Atomic, never reset, over every endpoint the balancer ever had (for
+	// Status, and so metrics): outlier ejections started (by Run) and
+	// breaker openings (by a breaker's state-change callback).
+	ejectionsTotal    atomic.Uint64
+	breakerOpensTotal atomic.Uint64
+
 	// Owned by the goroutine in Run.
 	states   map[string]*EndpointState // by endpoint ID, every endpoint of the snapshot
 	snap     *discovery.Snapshot       // the last applied

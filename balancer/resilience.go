@@ -20,8 +20,11 @@ func (b *Balancer) newState(id string) *EndpointState {
 	s := newEndpointState()
 	s.wake = b.signal
 	if b.cfg.breakerOn() {
-		s.breaker = resilience.NewBreaker(b.cfg.Service+"/"+id, *b.cfg.Breaker, func(resilience.BreakerState) {
-			// Runs under gobreaker's lock: signal only.
+		s.breaker = resilience.NewBreaker(b.cfg.Service+"/"+id, *b.cfg.Breaker, func(to resilience.BreakerState) {
+			// Runs under gobreaker's lock: count and signal only.
+			if to == resilience.BreakerOpen {
+				b.breakerOpensTotal.Add(1)
+			}
 			b.signal()
 		})
 	}
@@ -114,6 +117,7 @@ func (b *Balancer) ejections(g *generation, now time.Time, ready int) []bool {
 		st.ejectReason.Store(uint32(r))
 		st.ejected.Store(true)
 		st.ejectedAt = now
+		b.ejectionsTotal.Add(1)
 		ejected = append(ejected, i)
 		b.log.Warn("endpoint ejected", "endpoint", ep.ID, "address", ep.Addr, "reason", r.String(),
 			"for", d, "ejections", times)

@@ -19,6 +19,11 @@ type Status struct {
 	Answered bool   `json:"answered"`
 	// Ready is Balancer.Ready: some applied snapshot was Answered.
 	Ready bool `json:"ready"`
+	// EjectionsTotal counts outlier ejections and BreakerOpensTotal
+	// circuit breaker openings (from closed or half-open) since the
+	// balancer was made, over all its endpoints, past and present.
+	EjectionsTotal    uint64 `json:"ejections_total,omitempty"`
+	BreakerOpensTotal uint64 `json:"breaker_opens_total,omitempty"`
 	// Endpoints are all endpoints of the snapshot, in its order, eligible or
 	// not; never nil, so it renders as [] in JSON.
 	Endpoints []EndpointStatus `json:"endpoints"`
@@ -83,6 +88,9 @@ func (b *Balancer) Status() Status {
 		Policy:    b.policy.Name(),
 		Ready:     b.Ready(),
 		Endpoints: []EndpointStatus{},
+
+		EjectionsTotal:    b.ejectionsTotal.Load(),
+		BreakerOpensTotal: b.breakerOpensTotal.Load(),
 	}
 	g := b.cur.Load()
 	if g == nil {

@@ -38,6 +38,12 @@ func (r closeReason) String() string {
 	return [...]string{"open", "eof", "idle", "drain", "error", "no upstream"}[r]
 }
 
+// label is r as ConnRecord.Reason: a constant, so reporting it costs
+// nothing.
+func (r closeReason) label() string {
+	return [...]string{"", "eof", "idle", "drain", "error", "no_upstream"}[r]
+}
+
 // idleWindows is how many read deadlines one IdleTimeout is cut into. A
 // chunk in progress reports its bytes only when its ReadFrom returns, so a
 // connection is closed between IdleTimeout and IdleTimeout+IdleTimeout/
@@ -85,6 +91,10 @@ type conn struct {
 
 	// set by forward before the directions start
 	dirs [2]direction // [0] client→upstream, [1] upstream→client
+
+	// for l.obs, owned by the connection's goroutine: filled by connect,
+	// finished by observeClosed
+	rec ConnRecord
 
 	// atomic, shared by both directions
 	last    atomic.Int64 // nanoseconds after start of the last recorded byte movement
@@ -139,13 +149,17 @@ func (c *conn) shutdownSide(r closeReason, err error, clientErr bool) {
 // the connection was shut down meanwhile (by the drain deadline).
 func (c *conn) setUpstream(u *net.TCPConn) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	closed := c.closed
+	if closed {
 		u.Close()
-		return false
+	} else {
+		c.upstream = u
 	}
-	c.upstream = u
-	return true
+	c.mu.Unlock()
+	if closed && c.l.obs != nil {
+		c.observeClosed(closedDrain) // forward will not run
+	}
+	return !closed
 }
 
 // result is the connection's outcome for Done and the log: the error of a
@@ -191,7 +205,43 @@ func (c *conn) clientFault(i int, err error) bool {
 // up. Every failed dial is reported to its pick's Done at once and the
 // endpoint is added to PickInfo.Tried, so the next pick avoids it. Retrying
 // is safe because a failed dial sent nothing.
-func (c *conn) connect(ctx context.Context) (balancer.PickResult, *net.TCPConn, error) {
+//
+// With a TCPObserver, connect reports the connection opened, and closed
+// with "no_upstream" when it fails (or panics).
+func (c *conn) connect(ctx context.Context) (res balancer.PickResult, up *net.TCPConn, err error) {
+	if c.l.obs == nil {
+		return c.pickAndDial(ctx)
+	}
+	c.rec = ConnRecord{Listener: c.l.cfg.Name, Service: c.l.service, Start: c.start}
+	c.l.obs.ConnOpened(&c.rec)
+	ok := false
+	defer func() {
+		if !ok {
+			c.observeClosed(closedNoUpstream)
+		}
+	}()
+	res, up, err = c.pickAndDial(ctx)
+	if err == nil {
+		c.rec.Endpoint = res.Endpoint.Addr
+	}
+	ok = err == nil
+	return res, up, err
+}
+
+// observeClosed reports the end of a connection that connect reported
+// opened, with reason r unless the connection recorded one.
+func (c *conn) observeClosed(r closeReason) {
+	if reason, _, _ := c.result(); reason != closedNot {
+		r = reason
+	}
+	c.rec.Received, c.rec.Sent = c.dirs[0].n, c.dirs[1].n
+	c.rec.Reason = r.label()
+	c.rec.Duration = time.Since(c.start)
+	c.l.obs.ConnClosed(&c.rec)
+}
+
+// pickAndDial is connect without the observer.
+func (c *conn) pickAndDial(ctx context.Context) (balancer.PickResult, *net.TCPConn, error) {
 	var info balancer.PickInfo
 	var dialErr error
 	for attempt := 0; attempt < c.l.cfg.ConnectAttempts; attempt++ {
@@ -227,6 +277,10 @@ func (c *conn) connect(ctx context.Context) (balancer.PickResult, *net.TCPConn, 
 // both sockets. Direction 0 runs on a new goroutine, direction 1 on the
 // caller's.
 func (c *conn) forward(up *net.TCPConn) {
+	if c.l.obs != nil {
+		// Deferred, so that a panic still balances ConnOpened.
+		defer c.observeClosed(closedEOF)
+	}
 	c.dirs[0] = direction{src: c.client, dst: up, finished: make(chan struct{})}
 	c.dirs[1] = direction{src: up, dst: c.client, finished: make(chan struct{})}
 	exited := make(chan struct{})

@@ -114,7 +114,7 @@ func (f *fakeUpstream) rewind() {
 
 // send sends one request and returns status, the X-Backend and
 // X-Outrigger-Error headers and the body.
-func send(t *testing.T, c *countingClient, method, url string, body []byte, hdr ...string) (int, string, string, string) {
+func sendRetry(t *testing.T, c *countingClient, method, url string, body []byte, hdr ...string) (int, string, string, string) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -161,7 +161,7 @@ func TestRetryFlakyBackend(t *testing.T) {
 			client := newClient(t, e.h2c)
 			const requests = 30
 			for i := range requests {
-				status, from, cause, body := send(t, client, "GET", url+"/x", nil)
+				status, from, cause, body := sendRetry(t, client, "GET", url+"/x", nil)
 				if status != 200 || cause != "" || !strings.HasPrefix(body, "ok from ") {
 					t.Fatalf("request %d: %d from %q (cause %q): %q", i, status, from, cause, body)
 				}
@@ -211,7 +211,7 @@ func TestRetryExhaustedKeepsLastResponse(t *testing.T) {
 			up := newFakeUpstream(t, a.addr, b.addr)
 			url, rec := retryProxy(t, e.cfg, up,
 				newRetry(t, resilience.RetryConfig{Attempts: 2, On: []string{"503"}}, resilience.BudgetConfig{}))
-			status, from, cause, body := send(t, newClient(t, e.h2c), "GET", url+"/", nil)
+			status, from, cause, body := sendRetry(t, newClient(t, e.h2c), "GET", url+"/", nil)
 			if status != 503 || from != "b" || cause != "" || body != "failing: b" {
 				t.Errorf("got %d from %q (cause %q): %q; want b's own 503", status, from, cause, body)
 			}
@@ -258,7 +258,7 @@ func TestRetryResetElsewhere(t *testing.T) {
 			client := newClient(t, e.h2c)
 			for i := range 6 {
 				up.rewind() // the resetting backend first, every time
-				status, from, cause, body := send(t, client, "GET", url+"/", nil)
+				status, from, cause, body := sendRetry(t, client, "GET", url+"/", nil)
 				if status != 200 || from != "good" {
 					t.Fatalf("request %d: %d from %q (cause %q): %q", i, status, from, cause, body)
 				}
@@ -281,7 +281,7 @@ func TestRetryPOSTNeedsIdempotencyKey(t *testing.T) {
 			url, _ := retryProxy(t, e.cfg, up,
 				newRetry(t, resilience.RetryConfig{Attempts: 3, On: []string{resilience.Retry5xx}}, resilience.BudgetConfig{}))
 			client := newClient(t, e.h2c)
-			status, from, _, body := send(t, client, "POST", url+"/orders", []byte("one order"))
+			status, from, _, body := sendRetry(t, client, "POST", url+"/orders", []byte("one order"))
 			if status != 503 || from != "a" || body != "failing: a" {
 				t.Errorf("POST: %d from %q: %q; want a's 503, not retried", status, from, body)
 			}
@@ -289,7 +289,7 @@ func TestRetryPOSTNeedsIdempotencyKey(t *testing.T) {
 				t.Errorf("POST: a got %d, b %d requests; want 1 and 0", a.n.Load(), b.n.Load())
 			}
 			up.rewind()
-			status, from, _, body = send(t, client, "POST", url+"/orders", []byte("one order"), "Idempotency-Key", "k-1")
+			status, from, _, body = sendRetry(t, client, "POST", url+"/orders", []byte("one order"), "Idempotency-Key", "k-1")
 			if status != 200 || from != "b" {
 				t.Errorf("POST with Idempotency-Key: %d from %q: %q; want b's 200 after a retry", status, from, body)
 			}
@@ -310,7 +310,7 @@ func TestRetryLargeBodyNotReplayed(t *testing.T) {
 			up := newFakeUpstream(t, a.addr, b.addr)
 			url, _ := retryProxy(t, e.cfg, up,
 				newRetry(t, resilience.RetryConfig{Attempts: 3, On: []string{resilience.Retry5xx}}, resilience.BudgetConfig{}))
-			status, from, _, _ := send(t, newClient(t, e.h2c), "PUT", url+"/blob", bytes.Repeat([]byte("x"), 1<<20))
+			status, from, _, _ := sendRetry(t, newClient(t, e.h2c), "PUT", url+"/blob", bytes.Repeat([]byte("x"), 1<<20))
 			if status != 503 || from != "a" {
 				t.Errorf("PUT of 1 MB: %d from %q; want a's 503", status, from)
 			}
@@ -339,7 +339,7 @@ func TestRetryPerTryTimeout(t *testing.T) {
 			up := newFakeUpstream(t, slow.addr, fast.addr)
 			url, _ := retryProxy(t, e.cfg, up, newRetry(t, resilience.RetryConfig{
 				Attempts: 2, PerTryTimeout: 50 * time.Millisecond, On: []string{resilience.RetryReset}}, resilience.BudgetConfig{}))
-			status, from, cause, body := send(t, newClient(t, e.h2c), "GET", url+"/", nil)
+			status, from, cause, body := sendRetry(t, newClient(t, e.h2c), "GET", url+"/", nil)
 			if status != 200 || from != "fast" {
 				t.Errorf("got %d from %q (cause %q): %q; want fast's 200", status, from, cause, body)
 			}
@@ -369,7 +369,7 @@ func TestRetryBudgetBoundsAttempts(t *testing.T) {
 			const requests = 40
 			start := time.Now()
 			for i := range requests {
-				if status, _, _, _ := send(t, client, "GET", url+"/", nil); status != 503 {
+				if status, _, _, _ := sendRetry(t, client, "GET", url+"/", nil); status != 503 {
 					t.Fatalf("request %d: %d, want the endpoint's 503", i, status)
 				}
 			}
@@ -414,7 +414,7 @@ func TestRetryRouteOverride(t *testing.T) {
 			var got []string
 			for _, path := range []string{"/plain", "/r"} {
 				up.rewind()
-				status, from, _, _ := send(t, client, "GET", "http://"+p+path, nil)
+				status, from, _, _ := sendRetry(t, client, "GET", "http://"+p+path, nil)
 				got = append(got, fmt.Sprintf("%s %d %s", path, status, from))
 			}
 			if diff := cmp.Diff(got, []string{"/plain 503 a", "/r 200 b"}); diff != "" {

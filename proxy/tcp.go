@@ -46,6 +46,18 @@ func (s *staticUpstream) Pick(*balancer.PickInfo) (balancer.PickResult, error) {
 	return balancer.PickResult{Endpoint: &s.ep, Done: staticDone}, nil
 }
 
+// Service returns the name StaticUpstream was given, for ConnRecord.
+func (s *staticUpstream) Service() string { return s.ep.ID }
+
+// serviceOf names up's service for ConnRecord: its Service method when it
+// has one (*balancer.Balancer, StaticUpstream), else "".
+func serviceOf(up Upstream) string {
+	if s, ok := up.(interface{ Service() string }); ok {
+		return s.Service()
+	}
+	return ""
+}
+
 func staticDone(balancer.DoneInfo) {}
 
 // Defaults for TCPConfig's zero fields.
@@ -151,6 +163,47 @@ type Options struct {
 	// a copy per request (access logs want them, metrics do not).
 	Observer      Observer
 	ObserveDetail bool
+
+	// TCPObserver, when set, sees every connection an L4 listener (or a
+	// front listener's TCP fallback) forwards; nil costs nothing.
+	TCPObserver TCPObserver
+}
+
+// TCPObserver sees the connections L4 forwarding carries (see ConnRecord).
+// Both methods run on the connection's own goroutine, so they must be fast
+// and must not block; r is valid only during the call, and is the same
+// record for both calls of one connection. ConnClosed is called exactly
+// once after each ConnOpened.
+type TCPObserver interface {
+	// ConnOpened: the connection was accepted for forwarding and is about
+	// to pick an endpoint (a front listener's connection once it is known
+	// not to be HTTP). Endpoint is not set yet.
+	ConnOpened(r *ConnRecord)
+	// ConnClosed: both sockets are closed (or the connection found no
+	// endpoint: Reason "no_upstream"). Bytes and Duration are final.
+	ConnClosed(r *ConnRecord)
+}
+
+// ConnRecord is one L4 connection as the proxy saw it. The proxy owns it;
+// its strings are the listener's own (never connection buffers).
+type ConnRecord struct {
+	Listener string // the listener's name
+	// Service names the listener's upstream: the balancer's service, or
+	// the name given to StaticUpstream (an inbound listener's name).
+	Service string
+	// Endpoint is the endpoint the connection was dialed to; zero when
+	// none was reached.
+	Endpoint netip.AddrPort
+	// Received counts bytes from the client sent on to the endpoint
+	// (a sniffed prefix included); Sent counts bytes from the endpoint
+	// written to the client. Final in ConnClosed, 0 in ConnOpened.
+	Received, Sent int64
+	// Reason says why the connection ended: "eof" (both directions
+	// finished), "idle", "drain", "error", or "no_upstream" (no endpoint
+	// could be picked or dialed). "" in ConnOpened.
+	Reason   string
+	Start    time.Time // when the connection was accepted
+	Duration time.Duration
 }
 
 func (o Options) logger() *slog.Logger {
@@ -174,11 +227,13 @@ var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interv
 // dialer and idle timeout) until it closes.
 type TCPListener struct {
 	// set at construction
-	cfg    TCPConfig // with defaults
-	raw    TCPConfig // as given, for Validate
-	up     Upstream
-	log    *slog.Logger
-	dialer net.Dialer
+	cfg     TCPConfig // with defaults
+	raw     TCPConfig // as given, for Validate
+	up      Upstream
+	service string // serviceOf(up), for ConnRecord
+	log     *slog.Logger
+	obs     TCPObserver // nil: none
+	dialer  net.Dialer
 
 	// set by Server.Listen (or Server.Apply) before the accept loop starts
 	ln *net.TCPListener
@@ -201,11 +256,13 @@ type TCPListener struct {
 func NewTCPListener(cfg TCPConfig, up Upstream, opts Options) *TCPListener {
 	d := cfg.withDefaults()
 	return &TCPListener{
-		cfg:    d,
-		raw:    cfg,
-		up:     up,
-		log:    opts.logger().With("listener", cfg.Name),
-		dialer: net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive},
+		cfg:     d,
+		raw:     cfg,
+		up:      up,
+		service: serviceOf(up),
+		log:     opts.logger().With("listener", cfg.Name),
+		obs:     opts.TCPObserver,
+		dialer:  net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive},
 	}
 }
 
@@ -228,6 +285,7 @@ func (l *TCPListener) Update(cfg TCPConfig, up Upstream) error {
 	}
 	g := NewTCPListener(cfg, up, Options{})
 	g.log = l.log // already carries the listener's name
+	g.obs = l.obs
 	g.front = l.front
 	l.next.Store(g)
 	return nil

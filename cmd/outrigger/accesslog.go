@@ -284,42 +284,22 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// observers combines the process's request observers into the one that
-// proxy.Options takes: nil for none, the one itself, else a fan-out in
-// order.
-func observers(list ...proxy.Observer) proxy.Observer {
-	var live observerList
-	for _, o := range list {
-		if o != nil {
-			live = append(live, o)
-		}
-	}
-	switch len(live) {
-	case 0:
-		return nil
-	case 1:
-		return live[0]
-	}
-	return live
-}
-
-type observerList []proxy.Observer
-
-func (l observerList) ObserveRequest(r *proxy.RequestRecord) {
-	for _, o := range l {
-		o.ObserveRequest(r)
-	}
-}
-
 // proxyOptions are the Options of every listener the process builds: its
-// logger and, with access logs on, the access log as Observer with the
-// request details it needs.
+// logger, metrics as request and connection observer and, with access
+// logs on, the access log as another request observer with the request
+// details it needs.
 func (p *process) proxyOptions() proxy.Options {
 	o := proxy.Options{Logger: p.log.With("component", "proxy")}
-	if p.access != nil {
-		o.Observer = observers(p.access)
+	var obs []proxy.Observer
+	if p.metrics != nil {
+		obs = append(obs, p.metrics)
+		o.TCPObserver = p.metrics
+	}
+	if p.access != nil { // a nil *accessLog in the list would not be a nil Observer
+		obs = append(obs, p.access)
 		o.ObserveDetail = true
 	}
+	o.Observer = observers(obs...)
 	return o
 }
 

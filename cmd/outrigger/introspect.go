@@ -29,6 +29,13 @@ func (p *process) introspectViews() map[string]func(*http.Request) (int, any) {
 }
 
 // introspectHandlers are the raw admin routes: pprof, loopback only.
+// adminHandlers are the admin server's raw routes: /metrics and pprof.
+func (p *process) adminHandlers() map[string]http.Handler {
+	h := introspectHandlers()
+	h["/metrics"] = p.metrics.handler()
+	return h
+}
+
 func introspectHandlers() map[string]http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index) // named profiles too

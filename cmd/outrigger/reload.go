@@ -51,7 +51,9 @@ type reloadStatus struct {
 	// by one with each reload that changed something.
 	Generation int       `json:"generation"`
 	Applied    time.Time `json:"applied"`
-	// Failures counts rejected reloads since the start.
+	// Reloads counts accepted reloads since the start (changed or not),
+	// Failures rejected ones.
+	Reloads  int `json:"reloads"`
 	Failures int `json:"failures"`
 	// LastError lists the problems of the latest reload if it was
 	// rejected (file:line: field: what); empty once one succeeds.
@@ -513,6 +515,7 @@ func (p *process) reload(why string) {
 		return
 	}
 	p.mu.Lock()
+	p.status.Reloads++
 	p.status.LastError = nil
 	p.status.RestartNeeded = d.restart
 	if !d.empty() {

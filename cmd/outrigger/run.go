@@ -31,6 +31,7 @@ type process struct {
 	server     *proxy.Server
 	admin      *proxy.Admin
 	access     *accessLog // nil without access_log
+	metrics    *metrics   // /metrics; observes every listener
 
 	// set by run before the first apply; the control plane's goroutines
 	// (sources, balancers) run under ctrlCtx and ctrl waits for them
@@ -61,13 +62,14 @@ func build(cfg *Config, log *slog.Logger) (*process, error) {
 	p.supervisor = discovery.NewSupervisor(p.catalog, discovery.SupervisorOptions{Logger: log.With("component", "discovery")})
 	p.server = proxy.NewServer[proxy.Listener](proxy.ServerConfig{DrainTimeout: cfg.Drain.Timeout.D()},
 		proxy.Options{Logger: log.With("component", "proxy")})
+	p.metrics = newMetrics(p.newStateCollector())
 	p.admin = proxy.NewAdmin(cfg.Admin.Listen, proxy.AdminOptions{
 		Logger:    log.With("component", "admin"),
 		Ready:     p.ready,
 		Config:    p.configView,
 		Endpoints: p.endpoints,
 		Views:     p.introspectViews(),
-		Handlers:  introspectHandlers(),
+		Handlers:  p.adminHandlers(),
 	})
 	return p, nil
 }
