@@ -74,6 +74,7 @@ type h1conn struct {
 	rchunks h1.ChunkedScanner // the response body's
 	info    balancer.PickInfo
 	rec     RequestRecord // the request being served, for l.obs
+	trace   h1Trace       // its spans when tracing is on (trace_h1.go)
 
 	client    string // client address for X-Forwarded-For
 	trusted   bool   // client is a TrustedProxies peer
@@ -270,10 +271,16 @@ func (hc *h1conn) loop() (handoff bool) {
 		}
 		hc.served = true
 		hc.head = string(hc.req.Method) == "HEAD"
-		if l.obs != nil {
+		if l.obs != nil || l.tr != nil {
 			hc.beginRecord()
 		}
+		if l.tr != nil {
+			hc.startServerSpan()
+		}
 		ok := hc.serveRequest(n)
+		if l.tr != nil {
+			hc.endServerSpan()
+		}
 		if l.obs != nil {
 			hc.rec.Duration = time.Since(hc.rec.Start)
 			l.obs.ObserveRequest(&hc.rec)

@@ -105,6 +105,11 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 		}
 		hc.rec.Attempts++
 		hc.rec.Endpoint = res.Endpoint.Addr
+		done := res.Done
+		if l.tr != nil {
+			hc.startAttempt(res.Endpoint, svc)
+			done = hc.tracedDone(done)
+		}
 		start := time.Now()
 		uc, pump, err := hc.exchange(res.Endpoint.Addr, body, complete, remain, rt)
 		if err != nil {
@@ -116,6 +121,9 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 				doneErr = context.Canceled
 			}
 			res.Done(balancer.DoneInfo{Err: doneErr, Duration: time.Since(start)})
+			if l.tr != nil {
+				hc.endAttempt(0, doneErr)
+			}
 			var de *DialError
 			if errors.As(err, &de) {
 				info.AddTried(res.Endpoint.Addr)
@@ -125,7 +133,7 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 			}
 			return hc.upstreamFailed(err, complete)
 		}
-		return hc.relay(uc, pump, rt, res.Done, start)
+		return hc.relay(uc, pump, rt, done, start)
 	}
 	return hc.upstreamFailed(dialErr, complete)
 }
@@ -221,6 +229,9 @@ func (hc *h1conn) appendRequestHead(b []byte, rt *route.Route, path string, u *u
 		if req.ConnOther && connNamed(req.Fields, f.Name) {
 			continue
 		}
+		if hc.l.tr != nil && isTraceField(f.Name) {
+			continue // replaced by ours (appendTraceFields)
+		}
 		if hasOps && opsDrop(f.Name, ops) {
 			continue
 		}
@@ -278,6 +289,9 @@ func (hc *h1conn) appendRequestHead(b []byte, rt *route.Route, path string, u *u
 		b = append(b, "\r\n"...)
 	}
 	b = appendOpsKeepFraming(b, ops)
+	if hc.l.tr != nil {
+		b = hc.appendTraceFields(b)
+	}
 	return append(b, "\r\n"...)
 }
 

@@ -241,10 +241,12 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			x.rec.Attempts++
 			x.rec.Endpoint = res.Endpoint.Addr
 		}
+		span := l.startAttemptSpan(out, x, res.Endpoint)
 		start := time.Now()
 		resp, err := tr.RoundTrip(out)
 		if err != nil {
 			res.Done(balancer.DoneInfo{Err: err, Duration: time.Since(start)})
+			endAttemptSpan(span, err)
 			var de *DialError
 			if errors.As(err, &de) && (body == nil || !body.touched.Load()) && req.Context().Err() == nil {
 				info.AddTried(res.Endpoint.Addr)
@@ -255,6 +257,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			return nil, err
 		}
 		rb := &responseBody{rc: resp.Body, done: res.Done, start: start, ctx: req.Context()}
+		rb.done = tracedDone(span, resp.StatusCode, rb.done)
 		if resp.StatusCode >= 500 && resp.StatusCode < 600 {
 			rb.status = &statusErrors[resp.StatusCode-500]
 		} else if l.cfg.GRPC {

@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/discovery"
 )
@@ -151,6 +154,17 @@ type Options struct {
 	// a copy per request (access logs want them, metrics do not).
 	Observer      Observer
 	ObserveDetail bool
+
+	// TracerProvider, when set, traces requests and connections (see
+	// trace.go): a server span per HTTP request, a client span per
+	// upstream attempt, a span per TCP connection. nil turns tracing off
+	// and costs nothing. Propagator reads the parent context from request
+	// fields and writes the attempt's context upstream; nil means W3C
+	// trace context and baggage. The fast path writes traceparent,
+	// tracestate and b3 itself when Propagator.Fields names them, and
+	// passes baggage through.
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
 }
 
 func (o Options) logger() *slog.Logger {
@@ -179,6 +193,7 @@ type TCPListener struct {
 	up     Upstream
 	log    *slog.Logger
 	dialer net.Dialer
+	tr     *tracing // nil: tracing is off (trace_tcp.go)
 
 	// set by Server.Listen (or Server.Apply) before the accept loop starts
 	ln *net.TCPListener
@@ -206,6 +221,7 @@ func NewTCPListener(cfg TCPConfig, up Upstream, opts Options) *TCPListener {
 		up:     up,
 		log:    opts.logger().With("listener", cfg.Name),
 		dialer: net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive},
+		tr:     opts.tracing(),
 	}
 }
 
@@ -228,6 +244,7 @@ func (l *TCPListener) Update(cfg TCPConfig, up Upstream) error {
 	}
 	g := NewTCPListener(cfg, up, Options{})
 	g.log = l.log // already carries the listener's name
+	g.tr = l.tr
 	g.front = l.front
 	l.next.Store(g)
 	return nil
