@@ -37,6 +37,9 @@ type Config struct {
 	// Upstreams holds per upstream service (the key, name.namespace) its
 	// circuit breakers, outlier detection and health checks.
 	Upstreams map[string]*UpstreamConfig `yaml:"upstreams" json:"upstreams,omitempty"`
+	// Tracing sends spans over OTLP (tracing.go); nil leaves it to the
+	// OTEL_* environment, and off without an endpoint there.
+	Tracing *TracingConfig `yaml:"tracing" json:"tracing,omitempty"`
 
 	// path is the file the config came from; relative paths inside it are
 	// resolved against its directory.
@@ -361,6 +364,9 @@ func (c *Config) validate() []fieldError {
 	}
 	checkDur("drain.timeout", c.Drain.Timeout)
 	checkDur("drain.delay", c.Drain.Delay)
+	if c.Tracing != nil {
+		c.Tracing.validate(add, "tracing")
+	}
 
 	if len(c.Discovery) == 0 && len(c.Outbound) > 0 {
 		add("discovery", "outbound listeners need at least one discovery source; add one like {name: local, file: {path: services.yaml}}")

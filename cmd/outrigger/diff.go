@@ -163,7 +163,7 @@ func httpRoutesOnly(a, b OutboundConfig) bool {
 // runs yet (the start). Both configs are valid.
 func diffConfig(old, next *Config) configDiff {
 	if old == nil {
-		old = &Config{Node: next.Node, Admin: next.Admin, Drain: next.Drain}
+		old = &Config{Node: next.Node, Admin: next.Admin, Drain: next.Drain, Tracing: next.Tracing}
 	}
 	var d configDiff
 	if old.Node != next.Node {
@@ -171,6 +171,9 @@ func diffConfig(old, next *Config) configDiff {
 	}
 	if old.Admin != next.Admin {
 		d.restart = append(d.restart, "admin.listen")
+	}
+	if !reflect.DeepEqual(old.Tracing, next.Tracing) {
+		d.restart = append(d.restart, "tracing")
 	}
 	d.drain = old.Drain != next.Drain
 

@@ -137,7 +137,7 @@ func (p *process) apply(next *Config) (configDiff, error) {
 
 	active := *next
 	if p.cfg != nil {
-		active.Node, active.Admin = p.cfg.Node, p.cfg.Admin
+		active.Node, active.Admin, active.Tracing = p.cfg.Node, p.cfg.Admin, p.cfg.Tracing
 	}
 	p.mu.Lock()
 	if p.cfg == nil {
@@ -344,7 +344,8 @@ func (p *process) startSource(cfg *Config, dc DiscoveryConfig) (*sourceRun, erro
 
 // newListener builds (does not bind) the listener for s of config cfg.
 func (p *process) newListener(cfg *Config, s listenerSpec, upstream func(string) *balancer.Balancer) (*listenerRun, error) {
-	popts := proxy.Options{Logger: p.log.With("component", "proxy")}
+	popts := proxy.Options{Logger: p.log.With("component", "proxy"),
+		TracerProvider: p.tracing.TracerProvider(), Propagator: p.tracing.propagator}
 	r := &listenerRun{spec: s}
 	switch {
 	case s.isHTTP():

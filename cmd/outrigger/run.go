@@ -30,6 +30,7 @@ type process struct {
 	supervisor *discovery.Supervisor
 	server     *proxy.Server
 	admin      *proxy.Admin
+	tracing    tracingSetup // zero when tracing is off (tracing.go)
 
 	// set by run before the first apply; the control plane's goroutines
 	// (sources, balancers) run under ctrlCtx and ctrl waits for them
@@ -50,6 +51,11 @@ type process struct {
 // starts nothing (run does, and applies cfg).
 func build(cfg *Config, log *slog.Logger) (*process, error) {
 	p := &process{path: cfg.path, initial: cfg, log: log}
+	tr, err := setupTracing(context.Background(), cfg.Tracing, cfg.Node, os.Getenv, log.With("component", "tracing"))
+	if err != nil {
+		return nil, err
+	}
+	p.tracing = tr
 	p.catalog = catalog.New(catalog.Options{Logger: log.With("component", "catalog")})
 	p.supervisor = discovery.NewSupervisor(p.catalog, discovery.SupervisorOptions{Logger: log.With("component", "discovery")})
 	p.server = proxy.NewServer[proxy.Listener](proxy.ServerConfig{DrainTimeout: cfg.Drain.Timeout.D()},
@@ -158,6 +164,7 @@ func runProxy(ctx context.Context, cfg *Config, log *slog.Logger) error {
 }
 
 func (p *process) run(ctx context.Context, sigs <-chan os.Signal) error {
+	defer p.flushTracing() // the drain's last step: after every other defer
 	if err := p.admin.Listen(); err != nil {
 		return fmt.Errorf("admin: %w (set admin.listen to a free address)", err)
 	}
@@ -254,3 +261,16 @@ loop:
 	p.log.Info("drained, exiting")
 	return nil
 }
+
+// flushTracing sends the spans still queued and stops the exporter,
+// bounded by tracingFlushTimeout.
+func (p *process) flushTracing() {
+	ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+	defer cancel()
+	if err := p.tracing.shutdown(ctx); err != nil {
+		p.log.Warn("tracing: spans not flushed at exit", "err", err)
+	}
+}
+
+// tracingFlushTimeout bounds the last export at exit.
+const tracingFlushTimeout = 5 * time.Second
