@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test fuzz lint bench bench-go bench-full bench-smoke clean
+.PHONY: all build run test fuzz lint bench bench-bin bench-go bench-full bench-smoke clean
 
 all: build
 
@@ -45,15 +45,19 @@ bench-go:
 
 ## bench: Outrigger beside direct, HAProxy, nginx, Caddy and Consul, 3 repetitions (~15 min); tools installed on first use; see docs/benchmarks.md
 BENCHFLAGS ?=
-bench: build
+## bench-bin: the binaries the harness runs besides ours (Go's stock ReverseProxy, the B6 reference)
+bench-bin: build
+	$(GO) build -trimpath -o $(BIN)/rpbaseline ./bench/cmd/rpbaseline
+
+bench: bench-bin
 	$(GO) run ./bench/cmd/benchrun -set quick -docs docs/benchmarks.md $(BENCHFLAGS)
 
 ## bench-full: the same with 5 repetitions, longer runs and the full connection sweep
-bench-full: build
+bench-full: bench-bin
 	$(GO) run ./bench/cmd/benchrun -set full -docs docs/benchmarks.md $(BENCHFLAGS)
 
 ## bench-smoke: one short repetition of every scenario; asserts only that each produced numbers (CI)
-bench-smoke: build
+bench-smoke: bench-bin
 	$(GO) run ./bench/cmd/benchrun -set smoke -out $${TMPDIR:-/tmp}/outrigger-bench-smoke $(BENCHFLAGS)
 
 clean:

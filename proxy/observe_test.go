@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/route"
 )
@@ -67,7 +68,12 @@ func TestObserverRecords(t *testing.T) {
 				resp.Body.Close()
 			}
 			c.CloseIdleConnections()
+			// A record is handed over after the response is written:
+			// the client can have it before the observer does.
 			got := rec.all()
+			for deadline := time.Now().Add(10 * time.Second); len(got) < 3 && time.Now().Before(deadline); got = rec.all() {
+				time.Sleep(time.Millisecond)
+			}
 			if len(got) != 3 {
 				t.Fatalf("%d records, want 3: %+v", len(got), got)
 			}

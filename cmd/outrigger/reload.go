@@ -253,12 +253,21 @@ func (p *process) commitBalancers(pl *plan) map[string]*balancerRun {
 	return balancers
 }
 
-// commitSources stops removed and changed sources (their endpoints leave
-// the catalog), starts added and changed ones, and returns the new set.
+// commitSources stops removed and changed sources, starts added and
+// changed ones, and returns the new set. A removed source's endpoints leave
+// the catalog at once; a changed source's stay until its new run replaces
+// them (catalog.ResetSource), so its services never see an empty picker in
+// between.
 func (p *process) commitSources(pl *plan) map[string]*sourceRun {
 	sources := make(map[string]*sourceRun, len(p.sources))
 	for name, r := range p.sources {
 		sources[name] = r
+	}
+	restart := map[string]bool{}
+	for _, dc := range pl.d.sourcesStart {
+		if _, ok := p.sources[dc.Name]; ok {
+			restart[dc.Name] = true
+		}
 	}
 	for _, name := range pl.d.sourcesStop {
 		// r is nil when an earlier reload failed to start it (logged then);
@@ -267,13 +276,17 @@ func (p *process) commitSources(pl *plan) map[string]*sourceRun {
 			r.cancel()
 			<-r.done
 		}
+		if restart[name] {
+			delete(sources, name)
+			continue // startSource resets its registration
+		}
 		if err := p.catalog.UnregisterSource(name); err != nil {
 			p.log.Error("discovery source not unregistered", "source", name, "err", err)
 		}
 		delete(sources, name)
 	}
 	for _, dc := range pl.d.sourcesStart {
-		r, err := p.startSource(pl.next, dc)
+		r, err := p.startSource(pl.next, dc, restart[dc.Name])
 		if err != nil {
 			// Validated config; RegisterSource or file.New failing here
 			// is a bug. The rest of the reload stands.
@@ -313,8 +326,11 @@ func (p *process) awaitFirstSnapshots(runs map[string]*balancerRun) {
 	}
 }
 
-// startSource registers and runs one discovery source under the supervisor.
-func (p *process) startSource(cfg *Config, dc DiscoveryConfig) (*sourceRun, error) {
+// startSource registers and runs one discovery source under the supervisor;
+// with restart, the source is registered already (a changed source on
+// reload) and its registration is reset instead, keeping its endpoints
+// until the new run reports.
+func (p *process) startSource(cfg *Config, dc DiscoveryConfig, restart bool) (*sourceRun, error) {
 	r := &sourceRun{cfg: dc}
 	var src discovery.Source
 	switch {
@@ -328,7 +344,16 @@ func (p *process) startSource(cfg *Config, dc DiscoveryConfig) (*sourceRun, erro
 	default:
 		return nil, errors.New("no backend") // validated
 	}
-	if err := p.catalog.RegisterSource(dc.Name, dc.Priority); err != nil {
+	var err error
+	if restart {
+		err = p.catalog.ResetSource(dc.Name, dc.Priority)
+	}
+	if !restart || err != nil {
+		// A first start, or a restart of a source an earlier reload
+		// failed to register.
+		err = p.catalog.RegisterSource(dc.Name, dc.Priority)
+	}
+	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(p.ctrlCtx)

@@ -427,3 +427,50 @@ func TestReloadUpstreamSettingsRebuildOnlyTheirBalancer(t *testing.T) {
 		t.Errorf("no reload summary in the logs")
 	}
 }
+
+// A discovery source whose config changed is restarted without a gap: its
+// services keep the old run's endpoints until the new run reports, even
+// when that takes a while (here its file does not exist yet), and then go
+// straight to the new run's (catalog.ResetSource).
+func TestReloadChangedSourceHasNoGap(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	a1 := freePort(t)
+	listeners := fmt.Sprintf("  - {name: a, listen: %q, service: b.test}\n", a1)
+	r := startRig(t, rigConfig(listeners), servicesFile(echoGreeter(t, "b1"), echoGreeter(t, "c1")))
+	if c := dialLine(t, r.addr("a")); c.name != "b1" {
+		t.Fatalf("reached %q, want b1", c.name)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var empty []uint64
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for snap := range r.p.catalog.Watch(ctx, "b.test") {
+			if len(snap.Endpoints) == 0 {
+				empty = append(empty, snap.Version)
+			}
+		}
+	}()
+	cfg := strings.Replace(rigConfig(listeners), "services.yaml", "services2.yaml", 1)
+	if s := r.reload(cfg); len(s.LastError) > 0 {
+		t.Fatalf("reload failed: %v", s.LastError)
+	}
+	r.waitFor("the new run to miss its file", func() bool {
+		return strings.Contains(r.logs.String(), "services2.yaml")
+	})
+	if c := dialLine(t, r.addr("a")); c.name != "b1" {
+		t.Errorf("while the new run has nothing to report a connection reached %q, want b1 (kept)", c.name)
+	}
+	dir := filepath.Dir(r.path)
+	if err := os.WriteFile(filepath.Join(dir, "services2.yaml"), []byte(servicesFile(echoGreeter(t, "b2"), echoGreeter(t, "c2"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("b2 reached", func() bool { return dialLine(t, r.addr("a")).name == "b2" })
+	cancel()
+	<-watched
+	if len(empty) > 0 {
+		t.Errorf("b.test published empty snapshots (versions %v) while its source restarted", empty)
+	}
+}

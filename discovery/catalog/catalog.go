@@ -134,7 +134,7 @@ func (c *Catalog) apply(u discovery.Update) error {
 	case u.Deleted:
 		// Before its sync, a source's delete still answers for the service.
 		err = txn.Insert(tableView, &viewRow{service: u.Service, source: u.Source, deleted: true})
-	case old != nil && !old.deleted && sameView(old.endpoints, eps, src):
+	case old != nil && !old.deleted && !old.stale && sameView(old.endpoints, eps, src):
 		return nil
 	default:
 		err = txn.Insert(tableView, &viewRow{service: u.Service, source: u.Source, endpoints: stamp(eps, src)})
@@ -176,14 +176,16 @@ func (c *Catalog) synced(source string) error {
 	if err := txn.Insert(tableSource, &sourceRow{name: src.name, priority: src.priority, synced: true}); err != nil {
 		return err
 	}
-	// The source's tombstones said "answered" only until it synced.
+	// The source's tombstones said "answered" only until it synced, and
+	// its stale views (see ResetSource) it has not reported again are
+	// gone from what it knows.
 	var tombstones []*viewRow
 	it, err := txn.Get(tableView, indexID)
 	if err != nil {
 		return err
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if v := raw.(*viewRow); v.deleted && v.source == source {
+		if v := raw.(*viewRow); (v.deleted || v.stale) && v.source == source {
 			tombstones = append(tombstones, v)
 		}
 	}

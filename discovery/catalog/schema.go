@@ -37,6 +37,10 @@ type viewRow struct {
 	// answered for the service (see Snapshot.Answered). Tombstones are
 	// dropped when their source syncs.
 	deleted bool
+	// stale marks a view from an earlier run of its source, kept by
+	// ResetSource until the new run reports the service (which replaces
+	// it) or syncs (which drops what it did not report).
+	stale bool
 	// endpoints are sorted by ID and already stamped for publication: ID
 	// qualified as "source/id", Source and Priority set from the registration.
 	endpoints []discovery.Endpoint

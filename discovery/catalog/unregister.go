@@ -54,3 +54,63 @@ func (c *Catalog) unregister(name string) error {
 	txn.Commit()
 	return nil
 }
+
+// ResetSource starts a new run of a registered source (cmd/outrigger does
+// this for a source whose config changed on reload) without a gap: the
+// source's views stay in the catalog, marked stale, and keep serving until
+// the new run replaces them — service by service as it reports, and all at
+// once when it syncs, which drops the stale views it did not report. So a
+// changed source never publishes an empty picker in between. The source's
+// registration becomes priority and not synced. The caller stops the old
+// run first, so nothing of it applies after the reset.
+func (c *Catalog) ResetSource(name string, priority int) error {
+	if err := c.reset(name, priority); err != nil {
+		return fmt.Errorf("catalog: reset source %q: %w", name, err)
+	}
+	return nil
+}
+
+func (c *Catalog) reset(name string, priority int) error {
+	txn := c.db.Txn(true)
+	defer txn.Abort()
+	src, err := lookupSource(txn, name)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		return errors.New("source is not registered")
+	}
+	var views []*viewRow
+	it, err := txn.Get(tableView, indexID)
+	if err != nil {
+		return err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if v := raw.(*viewRow); v.source == name {
+			views = append(views, v)
+		}
+	}
+	for _, v := range views {
+		// Rows are never mutated once inserted: insert a copy. A
+		// tombstone of the old run is dropped (the new run answers
+		// afresh); a live view stays, stale.
+		if v.deleted {
+			err = txn.Delete(tableView, v)
+		} else {
+			cp := *v
+			cp.stale = true
+			err = txn.Insert(tableView, &cp)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := txn.Insert(tableSource, &sourceRow{name: name, priority: priority}); err != nil {
+		return err
+	}
+	if err := c.rebuildAll(txn); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
+}

@@ -59,3 +59,52 @@ func TestUnregisterSource(t *testing.T) {
 		t.Error("unregistering an unknown source succeeded")
 	}
 }
+
+// A reset source keeps serving its endpoints, stale, without a new
+// version; its new run replaces them as it reports, and its sync drops
+// what it did not report again.
+func TestResetSourceKeepsEndpointsUntilTheNewRunReports(t *testing.T) {
+	c := newCatalog(t, reg{"a", 0})
+	a1, a2 := ep("1", "10.0.0.1:80"), ep("2", "10.0.0.2:80")
+	mustApply(t, c, discovery.Update{Source: "a", Service: "s.ns", Endpoints: eps(a1)})
+	mustApply(t, c, discovery.Update{Source: "a", Service: "gone.ns", Endpoints: eps(a1)})
+	mustApply(t, c, discovery.Update{Source: "a", Service: "tomb.ns", Deleted: true})
+	c.Synced("a")
+	before := c.Snapshot("s.ns")
+
+	if err := c.ResetSource("a", 3); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"s.ns", "gone.ns"} {
+		got := c.Snapshot(svc)
+		if !got.Known || !got.Answered || len(got.Endpoints) != 1 {
+			t.Errorf("%s right after the reset: %+v, want its endpoint, answered", svc, got)
+		}
+	}
+	if got := c.Snapshot("s.ns"); got.Version != before.Version {
+		t.Errorf("the reset changed s.ns's version %d → %d: watchers woke for nothing", before.Version, got.Version)
+	}
+
+	// The new run reports s.ns, the same endpoint: now stamped with the
+	// new priority.
+	mustApply(t, c, discovery.Update{Source: "a", Service: "s.ns", Endpoints: eps(a1, a2)})
+	want := &discovery.Snapshot{Service: "s.ns", Known: true, Answered: true, Endpoints: eps(pub("a", 3, a1), pub("a", 3, a2))}
+	if diff := cmp.Diff(c.Snapshot("s.ns"), want, cmpSnap); diff != "" {
+		t.Errorf("s.ns after the new run reported (-got +want):\n%s", diff)
+	}
+	if got := c.Snapshot("gone.ns"); len(got.Endpoints) != 1 {
+		t.Errorf("gone.ns before the new run synced: %+v, want the stale endpoint kept", got)
+	}
+
+	// Its sync drops the stale view it did not report again.
+	c.Synced("a")
+	if got := c.Snapshot("gone.ns"); len(got.Endpoints) != 0 || got.Known {
+		t.Errorf("gone.ns after the new run synced: %+v, want unknown", got)
+	}
+	if got := c.Snapshot("s.ns"); len(got.Endpoints) != 2 {
+		t.Errorf("s.ns after the sync: %+v", got)
+	}
+	if err := c.ResetSource("nope", 0); err == nil {
+		t.Error("resetting an unknown source succeeded")
+	}
+}

@@ -62,7 +62,7 @@ func main() {
 	outDir := flag.String("out", "bench/results", "directory for results (a timestamped subdirectory holds the raw outputs)")
 	docs := flag.String("docs", "", "also write the table and environment to this Markdown file (docs/benchmarks.md)")
 	only := flag.String("scenarios", "", "comma-separated scenario IDs to run (default all)")
-	targets := flag.String("targets", "direct,outrigger,haproxy,nginx,caddy,consul", "comma-separated targets")
+	targets := flag.String("targets", "direct,outrigger,haproxy,nginx,caddy,consul,go-rp", "comma-separated targets")
 	reps := flag.Int("reps", 0, "repetitions (default: the set's)")
 	noInstall := flag.Bool("no-install", false, "do not run bench/install.sh")
 	label := flag.String("label", "", "a note on the conditions (\"busy machine\"), shown with the table")
@@ -110,7 +110,7 @@ func main() {
 			fatalf("bench/install.sh: %v", err)
 		}
 	}
-	for _, b := range []string{"outrigger", "echo"} {
+	for _, b := range []string{"outrigger", "echo", "rpbaseline"} {
 		if _, err := os.Stat(filepath.Join(h.bin, b)); err != nil {
 			fatalf("%s/%s missing: run make build first", h.bin, b)
 		}

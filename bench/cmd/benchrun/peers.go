@@ -35,10 +35,11 @@ var proxyPort = map[string]int{
 	"outrigger": 18200,
 	// B9: Outrigger with features on but not firing (see outriggerFeatures)
 	"outrigger-res": 18210,
-	"haproxy":   18300,
-	"nginx":     18400,
-	"caddy":     18500,
-	"consul":    18600, // the client-side connect proxy's upstream listener
+	"haproxy":       18300,
+	"nginx":         18400,
+	"caddy":         18500,
+	"go-rp":         18700, // Go's stock httputil.ReverseProxy (bench/cmd/rpbaseline), B6 only
+	"consul":        18600, // the client-side connect proxy's upstream listener
 }
 
 // supports reports whether a peer can run a route at all.
@@ -46,6 +47,8 @@ func supports(target, proto string) bool {
 	switch target {
 	case "caddy":
 		return proto != "tcp" // no L4 without plugins
+	case "go-rp":
+		return proto == "http" // one HTTP/1.1 backend
 	case "consul":
 		return proto == "tcp" // the built-in proxy is L4 only
 	}
@@ -92,6 +95,12 @@ func (h *harness) startProxy(ctx context.Context, target string, rt route, pinne
 		r, err = h.startNginx(dir, listen, rt, cpu, workers)
 	case "caddy":
 		r, err = h.startCaddy(dir, listen, rt, cpu, workers)
+	case "go-rp":
+		env := []string{fmt.Sprintf("GOMAXPROCS=%d", workers)}
+		var p *proc
+		if p, err = start(dir, "go-rp", cpu, env, filepath.Join(h.bin, "rpbaseline"), "-listen", listen, "-backend", rt.backends[0]); err == nil {
+			r = &running{addr: listen, counted: []*proc{p}}
+		}
 	case "consul":
 		r, err = h.startConsul(ctx, dir, listen, rt, cpu, workers)
 	default:

@@ -360,7 +360,7 @@ var primary = map[string]struct {
 
 // ratios is the headline: Outrigger against direct and against each peer.
 func (r *results) ratios(order []string, variants map[string][]testCase) string {
-	peers := []string{"haproxy", "nginx", "caddy", "consul"}
+	peers := []string{"haproxy", "nginx", "caddy", "consul", "go-rp"}
 	var b strings.Builder
 	b.WriteString("### Ratios\n\nOutrigger's headline number divided by the other's (throughput: above 1 is better for Outrigger; latency and memory: below 1 is better).\n\n")
 	b.WriteString("| case | metric | Outrigger ÷ direct |")

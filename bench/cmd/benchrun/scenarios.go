@@ -121,7 +121,7 @@ func (h *harness) cases() []testCase {
 
 	// B6: L7 saturation, unpinned (the proxy shares the cores with all else).
 	cs = append(cs, testCase{
-		scenario: "B6", variant: "wrk -t2 -c64", backend: "http", nBackend: 1, proto: "http", targets: l7,
+		scenario: "B6", variant: "wrk -t2 -c64", backend: "http", nBackend: 1, proto: "http", targets: append(l7[:len(l7):len(l7)], "go-rp"),
 		load: func(ctx context.Context, rc *runCtx) (map[string]float64, bool, string, error) {
 			out, err := runTool(ctx, d+30*time.Second, rc.raw("wrk.txt"), "", "wrk", "-t", "2", "-c", "64", "-d", secs+"s", "http://"+rc.addr+"/")
 			if err != nil {
