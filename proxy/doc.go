@@ -144,6 +144,15 @@
 // splice path above, on the raw sockets. A connection is counted as a TCP
 // connection until the HTTP engine takes it.
 //
+// Tracing (Options.TracerProvider; trace*.go): a server span per HTTP
+// request on both engines, a client span per upstream attempt (a retry or
+// a reconnect after a failed dial is a span of its own), a span per
+// forwarded TCP connection. The parent is extracted from the request's
+// fields (on the fast path in place, over the parsed fields); the
+// attempt's context is written into the upstream head, replacing the
+// client's trace-context fields. With no TracerProvider nothing of this
+// runs: a nil check per request and attempt.
+//
 // Concurrency: Server.Serve runs one accept goroutine per TCP listener and two
 // goroutines per connection (one per direction; the connection's own
 // goroutine is one of them); an HTTP listener runs one accept goroutine, one

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/resilience"
 )
@@ -84,6 +86,9 @@ type conn struct {
 	// (reading from or writing to the client); it says nothing about the
 	// endpoint, and Done reports it as neutral.
 	clientErr bool
+
+	// the connection's span, nil when tracing is off (trace_tcp.go)
+	span trace.Span
 
 	// set before forward starts, by the auto listener's sniff (auto.go):
 	// bytes already read from the client, written upstream before the rest
@@ -259,9 +264,11 @@ func (c *conn) pickAndDial(ctx context.Context) (balancer.PickResult, *net.TCPCo
 		t0 := time.Now()
 		nc, err := c.l.dialer.DialContext(ctx, "tcp", res.Endpoint.Addr.String())
 		if err == nil {
+			c.traceConnected(res.Endpoint, attempt+1)
 			return res, nc.(*net.TCPConn), nil
 		}
 		res.Done(balancer.DoneInfo{Err: err, Duration: time.Since(t0)})
+		c.traceConnectFailed(res.Endpoint, err)
 		info.AddTried(res.Endpoint.Addr)
 		c.l.log.Debug("connect failed", "client", c.client.RemoteAddr().String(),
 			"endpoint", res.Endpoint.ID, "attempt", attempt+1, "err", err)

@@ -75,6 +75,7 @@ type h1conn struct {
 	info    balancer.PickInfo
 	rec     RequestRecord // the request being served, for l.obs
 	pick    poolPick      // the Upstream of a request under a connection limit (admit_h1.go)
+	trace   h1Trace       // its spans when tracing is on (trace_h1.go)
 
 	client    string // client address for X-Forwarded-For
 	trusted   bool   // client is a TrustedProxies peer
@@ -271,10 +272,16 @@ func (hc *h1conn) loop() (handoff bool) {
 		}
 		hc.served = true
 		hc.head = string(hc.req.Method) == "HEAD"
-		if l.obs != nil {
+		if l.obs != nil || l.tr != nil {
 			hc.beginRecord()
 		}
+		if l.tr != nil {
+			hc.startServerSpan()
+		}
 		ok := hc.serveRequest(n)
+		if l.tr != nil {
+			hc.endServerSpan()
+		}
 		if l.obs != nil {
 			hc.rec.Duration = time.Since(hc.rec.Start)
 			l.obs.ObserveRequest(&hc.rec)
@@ -367,7 +374,7 @@ func (hc *h1conn) readHead(maxHead int) (int, error) {
 			}
 		}
 		n, err := hc.c.Read(hc.buf[hc.w:])
-		if idle && n == 0 && !idleDeadline.IsZero() && isTimeout(err) && hc.state.Load() == fcIdle {
+		if idle && n == 0 && !idleDeadline.IsZero() && deadlinePassed(err) && hc.state.Load() == fcIdle {
 			n, err = hc.park(idleDeadline)
 		}
 		if idle && !hc.state.CompareAndSwap(fcIdle, fcBusy) {

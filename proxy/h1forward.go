@@ -136,6 +136,11 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 		if rs != nil {
 			timeout = rs.attemptTimeout(timeout)
 		}
+		done := res.Done
+		if l.tr != nil {
+			hc.startAttempt(res.Endpoint, svc)
+			done = hc.tracedDone(done)
+		}
 		start := time.Now()
 		uc, pump, err := hc.exchange(addr, body, complete, remain, rt, timeout)
 		if err != nil {
@@ -147,6 +152,9 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 				doneErr = context.Canceled
 			}
 			res.Done(balancer.DoneInfo{Err: doneErr, Duration: time.Since(start)})
+			if l.tr != nil {
+				hc.endAttempt(0, doneErr)
+			}
 			if isClientBodyErr(err) {
 				return hc.upstreamFailed(err, complete)
 			}
@@ -175,7 +183,7 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 				// client, and its connection is kept if it can be.
 				keep := hc.discard(uc)
 				hc.finishUpstream(uc, nil, keep)
-				res.Done(balancer.DoneInfo{Err: statusDoneErr(status), Duration: time.Since(start)})
+				done(balancer.DoneInfo{Err: statusDoneErr(status), Duration: time.Since(start)})
 				info.AddTried(addr)
 				lastErr = nil
 				l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", status, "reason", string(d.Reason), "attempt", rs.n)
@@ -188,7 +196,7 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 				continue
 			}
 		}
-		return hc.relay(uc, pump, rt, res.Done, start)
+		return hc.relay(uc, pump, rt, done, start)
 	}
 }
 
@@ -380,6 +388,9 @@ func (hc *h1conn) appendRequestHead(b []byte, rt *route.Route, path string, u *u
 		if req.ConnOther && connNamed(req.Fields, f.Name) {
 			continue
 		}
+		if hc.l.tr != nil && isTraceField(f.Name) {
+			continue // replaced by ours (appendTraceFields)
+		}
 		if hasOps && opsDrop(f.Name, ops) {
 			continue
 		}
@@ -437,6 +448,9 @@ func (hc *h1conn) appendRequestHead(b []byte, rt *route.Route, path string, u *u
 		b = append(b, "\r\n"...)
 	}
 	b = appendOpsKeepFraming(b, ops)
+	if hc.l.tr != nil {
+		b = hc.appendTraceFields(b)
+	}
 	return append(b, "\r\n"...)
 }
 

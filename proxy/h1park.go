@@ -54,8 +54,8 @@ func (hc *h1conn) park(deadline time.Time) (int, error) {
 	return hc.c.Read(hc.buf)
 }
 
-// isTimeout reports whether err is a passed read deadline.
-func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+// deadlinePassed reports whether err is a passed read deadline.
+func deadlinePassed(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // Parked reports how many client connections of the listener are parked
 // now: idle, holding no buffer.

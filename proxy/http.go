@@ -239,6 +239,8 @@ type HTTPListener struct {
 	// obs sees every finished request (nil: none); see observe.go
 	obs       Observer
 	obsDetail bool
+	// tr traces requests (nil: off); see trace.go
+	tr *tracing
 }
 
 // routing is the immutable routing state requests read: a request loads it
@@ -280,6 +282,7 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 		obs:       opts.Observer,
 		obsDetail: opts.ObserveDetail,
 		parkAfter: parkAfter,
+		tr:        opts.tracing(),
 	}
 	l.SetRoutes(routes, ups)
 	l.dialer = &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}
@@ -531,10 +534,17 @@ func (l *HTTPListener) writeError(w http.ResponseWriter, r *http.Request, status
 func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	l.active.add()
 	defer l.active.done()
-	if l.obs != nil {
+	if l.obs != nil || l.tr != nil {
 		ow := l.beginObserved(w, r)
-		defer l.endObserved(ow)
+		if l.obs != nil {
+			defer l.endObserved(ow)
+		}
 		w = ow
+	}
+	if l.tr != nil {
+		rec := recordOf(w)
+		r = l.startServerSpan(r, rec)
+		defer l.endServerSpan(r, rec)
 	}
 
 	if r.ProtoMajor == 1 {

@@ -274,6 +274,7 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 				out, stop, cancel = perTry(out, d)
 			}
 		}
+		span := l.startAttemptSpan(out, x, res.Endpoint)
 		start := time.Now()
 		resp, err := tr.RoundTrip(out)
 		if stop != nil && !stop() {
@@ -290,6 +291,7 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 				cancel()
 			}
 			res.Done(balancer.DoneInfo{Err: err, Duration: time.Since(start)})
+			endAttemptSpan(span, err)
 			if req.Context().Err() != nil {
 				return nil, err
 			}
@@ -330,7 +332,7 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 				if cancel != nil {
 					cancel()
 				}
-				doneDiscarded(res.Done, resp.StatusCode, o, start)
+				doneDiscarded(tracedDone(span, resp.StatusCode, res.Done), resp.StatusCode, o, start)
 				info.AddTried(res.Endpoint.Addr)
 				lastErr = nil
 				l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", resp.StatusCode, "reason", string(d.Reason), "attempt", rs.n)
@@ -344,6 +346,7 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			}
 		}
 		rb := &responseBody{rc: resp.Body, done: res.Done, start: start, ctx: req.Context(), rs: rs, cancel: cancel}
+		rb.done = tracedDone(span, resp.StatusCode, rb.done)
 		if resp.StatusCode >= 500 && resp.StatusCode < 600 {
 			rb.status = &statusErrors[resp.StatusCode-500]
 		} else if l.cfg.GRPC {

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/netip"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Observing requests: both HTTP engines fill one RequestRecord per request
@@ -52,6 +54,12 @@ type RequestRecord struct {
 
 	Start    time.Time
 	Duration time.Duration
+
+	// TraceID is the trace of the request's server span (zero when
+	// tracing is off): trace.TraceID.String gives the 32 hex digits
+	// that tracing backends search by. It is set also when the span is
+	// not sampled, for correlation with the logs of other services.
+	TraceID trace.TraceID
 }
 
 // Observer sees every HTTP request an HTTPListener answered, once its

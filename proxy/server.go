@@ -629,6 +629,8 @@ func (s *Server) serveConn(dialCtx context.Context, c *conn) {
 	if l.front != nil && !l.front.first(c) {
 		return // TLS and/or sniffing gave it to the HTTP engine, or closed it
 	}
+	c.startSpan()
+	defer c.endSpan()
 	res, up, err := c.connect(dialCtx)
 	if err != nil {
 		c.shutdown(closedNoUpstream, err)

@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/discovery"
 )
@@ -164,6 +167,16 @@ type Options struct {
 	Observer      Observer
 	ObserveDetail bool
 
+	// TracerProvider, when set, traces requests and connections (see
+	// trace.go): a server span per HTTP request, a client span per
+	// upstream attempt, a span per TCP connection. nil turns tracing off
+	// and costs nothing. Propagator reads the parent context from request
+	// fields and writes the attempt's context upstream; nil means W3C
+	// trace context and baggage. The fast path writes traceparent,
+	// tracestate and b3 itself when Propagator.Fields names them, and
+	// passes baggage through.
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
 	// TCPObserver, when set, sees every connection an L4 listener (or a
 	// front listener's TCP fallback) forwards; nil costs nothing.
 	TCPObserver TCPObserver
@@ -234,6 +247,7 @@ type TCPListener struct {
 	log     *slog.Logger
 	obs     TCPObserver // nil: none
 	dialer  net.Dialer
+	tr      *tracing // nil: tracing is off (trace_tcp.go)
 
 	// set by Server.Listen (or Server.Apply) before the accept loop starts
 	ln *net.TCPListener
@@ -263,6 +277,7 @@ func NewTCPListener(cfg TCPConfig, up Upstream, opts Options) *TCPListener {
 		log:     opts.logger().With("listener", cfg.Name),
 		obs:     opts.TCPObserver,
 		dialer:  net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive},
+		tr:      opts.tracing(),
 	}
 }
 
@@ -286,6 +301,7 @@ func (l *TCPListener) Update(cfg TCPConfig, up Upstream) error {
 	g := NewTCPListener(cfg, up, Options{})
 	g.log = l.log // already carries the listener's name
 	g.obs = l.obs
+	g.tr = l.tr
 	g.front = l.front
 	l.next.Store(g)
 	return nil

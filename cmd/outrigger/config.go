@@ -39,6 +39,9 @@ type Config struct {
 	Upstreams map[string]*UpstreamConfig `yaml:"upstreams" json:"upstreams,omitempty"`
 	// AccessLog turns on JSON access logs of HTTP requests (accesslog.go).
 	AccessLog *AccessLogConfig `yaml:"access_log" json:"access_log,omitempty"`
+	// Tracing sends spans over OTLP (tracing.go); nil leaves it to the
+	// OTEL_* environment, and off without an endpoint there.
+	Tracing *TracingConfig `yaml:"tracing" json:"tracing,omitempty"`
 
 	// path is the file the config came from; relative paths inside it are
 	// resolved against its directory.
@@ -368,6 +371,9 @@ func (c *Config) validate() []fieldError {
 	}
 	checkDur("drain.timeout", c.Drain.Timeout)
 	checkDur("drain.delay", c.Drain.Delay)
+	if c.Tracing != nil {
+		c.Tracing.validate(add, "tracing")
+	}
 
 	if len(c.Discovery) == 0 && len(c.Outbound) > 0 {
 		add("discovery", "outbound listeners need at least one discovery source; add one like {name: local, file: {path: services.yaml}}")

@@ -163,7 +163,7 @@ func httpRoutesOnly(a, b OutboundConfig) bool {
 // runs yet (the start). Both configs are valid.
 func diffConfig(old, next *Config) configDiff {
 	if old == nil {
-		old = &Config{Node: next.Node, Admin: next.Admin, Drain: next.Drain, AccessLog: next.AccessLog}
+		old = &Config{Node: next.Node, Admin: next.Admin, Drain: next.Drain, AccessLog: next.AccessLog, Tracing: next.Tracing}
 	}
 	var d configDiff
 	if old.Node != next.Node {
@@ -174,6 +174,9 @@ func diffConfig(old, next *Config) configDiff {
 	}
 	if !reflect.DeepEqual(old.AccessLog, next.AccessLog) {
 		d.restart = append(d.restart, "access_log")
+	}
+	if !reflect.DeepEqual(old.Tracing, next.Tracing) {
+		d.restart = append(d.restart, "tracing")
 	}
 	d.drain = old.Drain != next.Drain
 

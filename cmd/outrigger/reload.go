@@ -142,7 +142,7 @@ func (p *process) apply(next *Config) (configDiff, error) {
 
 	active := *next
 	if p.cfg != nil {
-		active.Node, active.Admin, active.AccessLog = p.cfg.Node, p.cfg.Admin, p.cfg.AccessLog
+		active.Node, active.Admin, active.AccessLog, active.Tracing = p.cfg.Node, p.cfg.Admin, p.cfg.AccessLog, p.cfg.Tracing
 	}
 	p.mu.Lock()
 	if p.cfg == nil {

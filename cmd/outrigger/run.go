@@ -30,8 +30,9 @@ type process struct {
 	supervisor *discovery.Supervisor
 	server     *proxy.Server
 	admin      *proxy.Admin
-	access     *accessLog // nil without access_log
-	metrics    *metrics   // /metrics; observes every listener
+	access     *accessLog   // nil without access_log
+	metrics    *metrics     // /metrics; observes every listener
+	tracing    tracingSetup // zero when tracing is off (tracing.go)
 
 	// set by run before the first apply; the control plane's goroutines
 	// (sources, balancers) run under ctrlCtx and ctrl waits for them
@@ -54,7 +55,11 @@ type process struct {
 // starts nothing (run does, and applies cfg).
 func build(cfg *Config, log *slog.Logger) (*process, error) {
 	p := &process{path: cfg.path, initial: cfg, log: log}
-	var err error
+	tr, err := setupTracing(context.Background(), cfg.Tracing, cfg.Node, os.Getenv, log.With("component", "tracing"))
+	if err != nil {
+		return nil, err
+	}
+	p.tracing = tr
 	if p.access, err = newAccessLog(cfg, log); err != nil {
 		return nil, err
 	}
@@ -170,6 +175,7 @@ func runProxy(ctx context.Context, cfg *Config, log *slog.Logger) error {
 }
 
 func (p *process) run(ctx context.Context, sigs <-chan os.Signal) error {
+	defer p.flushTracing() // the drain's last step: after every other defer
 	if err := p.admin.Listen(); err != nil {
 		return fmt.Errorf("admin: %w (set admin.listen to a free address)", err)
 	}
@@ -267,3 +273,16 @@ loop:
 	p.log.Info("drained, exiting")
 	return nil
 }
+
+// flushTracing sends the spans still queued and stops the exporter,
+// bounded by tracingFlushTimeout.
+func (p *process) flushTracing() {
+	ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+	defer cancel()
+	if err := p.tracing.shutdown(ctx); err != nil {
+		p.log.Warn("tracing: spans not flushed at exit", "err", err)
+	}
+}
+
+// tracingFlushTimeout bounds the last export at exit.
+const tracingFlushTimeout = 5 * time.Second

@@ -55,6 +55,7 @@ type harness struct {
 	p        params
 	targets  map[string]bool // peers selected by -targets
 	skip     map[string]string
+	sink     *otlpSink // B9's tracing targets export here; started on first use
 }
 
 func main() {

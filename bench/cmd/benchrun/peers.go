@@ -35,11 +35,15 @@ var proxyPort = map[string]int{
 	"outrigger": 18200,
 	// B9: Outrigger with features on but not firing (see outriggerFeatures)
 	"outrigger-res": 18210,
-	"haproxy":       18300,
-	"nginx":         18400,
-	"caddy":         18500,
-	"go-rp":         18700, // Go's stock httputil.ReverseProxy (bench/cmd/rpbaseline), B6 only
-	"consul":        18600, // the client-side connect proxy's upstream listener
+	// B9: Outrigger tracing every request to an OTLP sink, at 0% and 100%
+	// sampling (see outriggerFeatures, otlpsink.go)
+	"outrigger-trace0":   18220,
+	"outrigger-trace100": 18230,
+	"haproxy":            18300,
+	"nginx":              18400,
+	"caddy":              18500,
+	"go-rp":              18700, // Go's stock httputil.ReverseProxy (bench/cmd/rpbaseline), B6 only
+	"consul":             18600, // the client-side connect proxy's upstream listener
 }
 
 // supports reports whether a peer can run a route at all.
@@ -89,6 +93,12 @@ func (h *harness) startProxy(ctx context.Context, target string, rt route, pinne
 	switch target {
 	case "outrigger", "outrigger-res":
 		r, err = h.startOutrigger(dir, listen, rt, cpu, workers, outriggerFeatures[target])
+	case "outrigger-trace0", "outrigger-trace100":
+		var sink *otlpSink
+		if sink, err = h.otlp(); err == nil {
+			fmt.Fprintf(os.Stderr, "benchrun: otlp sink has %d spans so far\n", sink.spans.Load())
+			r, err = h.startOutrigger(dir, listen, rt, cpu, workers, outriggerFeatures[target])
+		}
 	case "haproxy":
 		r, err = h.startHAProxy(dir, listen, rt, cpu, workers)
 	case "nginx":
@@ -130,6 +140,11 @@ var outriggerFeatures = map[string]string{
     outlier_detection: {consecutive_5xx: 5, consecutive_local_origin_failures: 5, base_ejection_time: 30s}
     health_check: {type: http, interval: 1s, timeout: 1s, http: {path: /}}
 `,
+	// A server and a client span per request, batched and sent over OTLP
+	// gRPC to benchrun's sink; at 0% nothing is sent, but every request
+	// still starts both spans and carries a traceparent upstream.
+	"outrigger-trace0":   fmt.Sprintf("tracing: {endpoint: \"http://127.0.0.1:%d\", protocol: grpc, sampler_ratio: 0}\n", portOTLP),
+	"outrigger-trace100": fmt.Sprintf("tracing: {endpoint: \"http://127.0.0.1:%d\", protocol: grpc, sampler_ratio: 1}\n", portOTLP),
 }
 
 func (h *harness) startOutrigger(dir, listen string, rt route, cpu string, workers int, features string) (*running, error) {

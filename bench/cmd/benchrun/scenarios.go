@@ -113,7 +113,7 @@ func (h *harness) cases() []testCase {
 	// pinned: Outrigger without them, then with them.
 	cs = append(cs, testCase{
 		scenario: "B9", variant: fmt.Sprintf("%d req/s, c=16", rate), backend: "http", nBackend: 1, proto: "http", pinned: true,
-		targets: []string{"direct", "outrigger", "outrigger-res"},
+		targets: []string{"direct", "outrigger", "outrigger-res", "outrigger-trace0", "outrigger-trace100"},
 		load: func(ctx context.Context, rc *runCtx) (map[string]float64, bool, string, error) {
 			return fortio(ctx, rc, "http://"+rc.addr+"/", 16, d)
 		},

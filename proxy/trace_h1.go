@@ -1,0 +1,241 @@
+package proxy
+
+import (
+	"context"
+	"encoding/hex"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outrigger-mesh/outrigger/balancer"
+	"github.com/outrigger-mesh/outrigger/discovery"
+)
+
+// Tracing on the fast path (see trace.go). The parent context is
+// extracted from the parsed fields in place (h1Carrier), without a copy of
+// the head. The upstream head is built once per request, before the
+// attempt loop, so appendRequestHead writes traceparent (and b3) with the
+// server span's IDs and remembers where their values are; each attempt
+// overwrites them in place with its client span's IDs (the values have a
+// fixed length).
+
+// h1Trace is the tracing state of the request an h1conn serves; its zero
+// value means no span. Owned by the connection's goroutine.
+type h1Trace struct {
+	ctx    context.Context // the server span's context
+	server trace.Span
+	client trace.Span // the attempt in flight, nil between attempts
+
+	// offsets in hc.out of the traceparent and b3 values in the upstream
+	// head; 0 when the head has none
+	tpOff, b3Off int
+
+	done   func(balancer.DoneInfo) // the Done of the attempt relay finishes
+	doneFn func(balancer.DoneInfo) // hc.attemptDone, bound once per h1conn
+}
+
+// Lengths of the values written and overwritten in place.
+const (
+	traceparentLen = 2 + 1 + 32 + 1 + 16 + 1 + 2 // version-traceid-spanid-flags
+	b3Len          = 32 + 1 + 16 + 1 + 1         // traceid-spanid-sampled
+)
+
+// h1Carrier reads a request's parsed fields for a propagator's Extract. It
+// is an h1conn, so that passing it as an interface allocates nothing.
+type h1Carrier h1conn
+
+// Get returns the first value of key (lower case, as propagators ask). It
+// is copied: trace state and baggage keep substrings of it, and the buffer
+// it is in is reused.
+func (c *h1Carrier) Get(key string) string {
+	for _, f := range c.req.Fields {
+		if len(f.Name) == len(key) && equalFoldLower(f.Name, key) {
+			return string(f.Value)
+		}
+	}
+	return ""
+}
+
+// Set is not used: Extract only reads.
+func (c *h1Carrier) Set(string, string) {}
+
+// Keys returns the request's field names, lower case.
+func (c *h1Carrier) Keys() []string {
+	keys := make([]string, 0, len(c.req.Fields))
+	for _, f := range c.req.Fields {
+		keys = append(keys, strings.ToLower(string(f.Name)))
+	}
+	return keys
+}
+
+// startServerSpan starts the server span of the request just parsed;
+// hc.rec has been begun. Tracing is on.
+func (hc *h1conn) startServerSpan() {
+	tr := hc.l.tr
+	ctx := tr.prop.Extract(context.Background(), (*h1Carrier)(hc))
+	ctx, span := tr.tracer.Start(ctx, spanName(hc.rec.Method), serverKind...)
+	t := &hc.trace
+	t.ctx, t.server, t.client, t.tpOff, t.b3Off = ctx, span, nil, 0, 0
+	hc.rec.TraceID = span.SpanContext().TraceID()
+	if !span.IsRecording() {
+		return
+	}
+	req := &hc.req
+	target := req.Target
+	for i, c := range target {
+		if c == '?' {
+			target = target[:i]
+			break
+		}
+	}
+	attrs := make([]attribute.KeyValue, 0, 12)
+	attrs = append(attrs,
+		semconv.HTTPRequestMethodKey.String(methodName(req.Method, true)),
+		semconv.URLPath(string(target)),
+		semconv.URLScheme(hc.scheme()),
+		semconv.NetworkProtocolVersion("1.1"),
+		attrListener.String(hc.l.cfg.Name),
+	)
+	attrs = append(attrs, hostAttrs(string(req.Host), hc.defaultPort())...)
+	attrs = append(attrs, peerAttrs(hc.c.RemoteAddr().String())...)
+	span.SetAttributes(attrs...)
+}
+
+// scheme is the request's URL scheme.
+func (hc *h1conn) scheme() string {
+	if hc.tcp == nil { // a *tls.Conn
+		return "https"
+	}
+	return "http"
+}
+
+func (hc *h1conn) defaultPort() int {
+	if hc.tcp == nil {
+		return 443
+	}
+	return 80
+}
+
+// endServerSpan ends the request's server span (and an attempt span a
+// failure path left open).
+func (hc *h1conn) endServerSpan() {
+	t := &hc.trace
+	if t.server == nil {
+		return
+	}
+	if t.client != nil {
+		hc.endAttempt(0, errAttemptAbandoned)
+	}
+	endServerSpan(t.server, &hc.rec)
+	t.ctx, t.server, t.done = nil, nil, nil
+}
+
+// errAttemptAbandoned ends an attempt span that no outcome ended.
+var errAttemptAbandoned = &traceError{"attempt abandoned"}
+
+type traceError struct{ s string }
+
+func (e *traceError) Error() string { return e.s }
+
+// appendTraceFields appends the upstream head's trace-context fields with
+// the server span's IDs as placeholders, and records where the values are
+// (b starts at hc.out[0]). Tracing is on.
+func (hc *h1conn) appendTraceFields(b []byte) []byte {
+	t, tr := &hc.trace, hc.l.tr
+	t.tpOff, t.b3Off = 0, 0
+	if t.server == nil {
+		return b
+	}
+	sc := t.server.SpanContext()
+	if tr.injectTP {
+		b = append(b, "traceparent: "...)
+		t.tpOff = len(b)
+		b = appendTraceparent(b, sc)
+		b = append(b, "\r\n"...)
+	}
+	if ts := sc.TraceState(); tr.injectTS && ts.Len() > 0 {
+		b = appendField(b, "tracestate", ts.String())
+	}
+	if tr.injectB3 {
+		b = append(b, "b3: "...)
+		t.b3Off = len(b)
+		b = appendB3(b, sc)
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+// appendTraceparent appends a W3C traceparent value (version 00).
+func appendTraceparent(b []byte, sc trace.SpanContext) []byte {
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = append(b, "00-"...)
+	b = hex.AppendEncode(b, tid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, sid[:])
+	b = append(b, '-')
+	return hex.AppendEncode(b, []byte{byte(sc.TraceFlags())})
+}
+
+// appendB3 appends a B3 single-header value: traceid-spanid-sampled.
+func appendB3(b []byte, sc trace.SpanContext) []byte {
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = hex.AppendEncode(b, tid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, sid[:])
+	if sc.IsSampled() {
+		return append(b, "-1"...)
+	}
+	return append(b, "-0"...)
+}
+
+// startAttempt starts the client span of an attempt to ep and writes its
+// context into the upstream head in hc.out. Tracing is on.
+func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
+	t := &hc.trace
+	if t.server == nil {
+		return
+	}
+	if t.client != nil {
+		hc.endAttempt(0, errAttemptAbandoned)
+	}
+	_, span := hc.l.tr.tracer.Start(t.ctx, spanName(hc.rec.Method), clientKind...)
+	t.client = span
+	sc := span.SpanContext()
+	if t.tpOff > 0 && t.tpOff+traceparentLen <= len(hc.out) {
+		appendTraceparent(hc.out[t.tpOff:t.tpOff], sc)
+	}
+	if t.b3Off > 0 && t.b3Off+b3Len <= len(hc.out) {
+		appendB3(hc.out[t.b3Off:t.b3Off], sc)
+	}
+	if span.IsRecording() {
+		span.SetAttributes(attemptAttrs(methodName(hc.req.Method, true), hc.rec.Route, svc, ep, hc.rec.Attempts)...)
+	}
+}
+
+// endAttempt ends the attempt's client span, if one is open.
+func (hc *h1conn) endAttempt(status int, err error) {
+	if span := hc.trace.client; span != nil {
+		hc.trace.client = nil
+		endClientSpan(span, status, err)
+	}
+}
+
+// tracedDone returns the Done relay calls for the attempt in flight: it
+// ends the attempt's span with the response status and outcome, then calls
+// done. Tracing is on.
+func (hc *h1conn) tracedDone(done func(balancer.DoneInfo)) func(balancer.DoneInfo) {
+	hc.trace.done = done
+	if hc.trace.doneFn == nil {
+		hc.trace.doneFn = hc.attemptDone
+	}
+	return hc.trace.doneFn
+}
+
+func (hc *h1conn) attemptDone(d balancer.DoneInfo) {
+	done := hc.trace.done
+	hc.trace.done = nil
+	hc.endAttempt(hc.resp.Status, d.Err)
+	done(d)
+}
