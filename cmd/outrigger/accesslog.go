@@ -285,11 +285,13 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // proxyOptions are the Options of every listener the process builds: its
-// logger, metrics as request and connection observer and, with access
-// logs on, the access log as another request observer with the request
-// details it needs.
+// logger, its tracer provider and propagator (nil with tracing off),
+// metrics as request and connection observer and, with access logs on, the
+// access log as another request observer with the request details it
+// needs.
 func (p *process) proxyOptions() proxy.Options {
-	o := proxy.Options{Logger: p.log.With("component", "proxy")}
+	o := proxy.Options{Logger: p.log.With("component", "proxy"),
+		TracerProvider: p.tracing.TracerProvider(), Propagator: p.tracing.propagator}
 	var obs []proxy.Observer
 	if p.metrics != nil {
 		obs = append(obs, p.metrics)
