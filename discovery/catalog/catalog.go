@@ -255,16 +255,21 @@ func build(txn *memdb.Txn, service string) (*discovery.Snapshot, error) {
 		views = append(views, raw.(*viewRow))
 	}
 	// Answered: every registered source has synced or has a view (live or
-	// tombstone) of the service.
+	// tombstone) of the service — and there is one: with no source
+	// registered yet (a process starting its balancers before its
+	// sources), nobody has answered.
 	answered := true
 	sit, err := txn.Get(tableSource, indexID)
 	if err != nil {
 		return nil, err
 	}
+	sources := 0
 	for raw := sit.Next(); raw != nil && answered; raw = sit.Next() {
 		src := raw.(*sourceRow)
 		answered = src.synced || hasView(views, src.name)
+		sources++
 	}
+	answered = answered && sources > 0
 	return merge(service, views, answered), nil
 }
 

@@ -37,8 +37,8 @@
 // Known is true when at least one source reports the service, even with zero
 // endpoints; a Deleted update removes only that source's view, so the
 // service stays known while another source reports it. Answered is true when
-// every registered source has either reported the service (a delete counts)
-// or called Synced. Version comes from a catalog-wide counter and so strictly
+// at least one source is registered and every registered source has either
+// reported the service (a delete counts) or called Synced. Version comes from a catalog-wide counter and so strictly
 // increases on every change of the service, including an Answered flip
 // caused by a source syncing or registering.
 //

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"context"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -106,5 +107,27 @@ func TestResetSourceKeepsEndpointsUntilTheNewRunReports(t *testing.T) {
 	}
 	if err := c.ResetSource("nope", 0); err == nil {
 		t.Error("resetting an unknown source succeeded")
+	}
+}
+
+// With no source registered, nobody has answered for a service: a process
+// that starts its balancers before its sources must not look ready.
+func TestNoSourceMeansNotAnswered(t *testing.T) {
+	c := newCatalog(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := <-c.Watch(ctx, "s.ns")
+	if first.Answered {
+		t.Fatalf("with no source registered: %+v, want not answered", first)
+	}
+	if err := c.RegisterSource("a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.Snapshot("s.ns").Answered {
+		t.Error("answered before the source synced")
+	}
+	c.Synced("a")
+	if !c.Snapshot("s.ns").Answered {
+		t.Error("not answered after the only source synced")
 	}
 }
