@@ -38,6 +38,7 @@ lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	@if git grep -nE '^(<<<<<<< |>>>>>>> |=======$$)' -- ':!*.pb.go' 2>/dev/null; then echo "merge conflict markers left (above)"; exit 1; fi
 
 ## bench-go: go benchmarks of the hot path (Pick, catalog fan-out, route match, TCP and HTTP through the proxy)
 bench-go:
