@@ -60,7 +60,8 @@ type Budget struct {
 	// Atomic.
 	active   atomic.Int64
 	retrying atomic.Int64
-	tat      atomic.Int64 // floor bucket's theoretical arrival time (GCRA), Unix ns
+	tat      atomic.Int64 // floor bucket's theoretical arrival time (GCRA), ns since epoch
+	epoch    time.Time    // the floor's monotonic clock starts here (see gcra)
 }
 
 // NewBudget validates cfg, applies its defaults and returns a Budget.
@@ -68,7 +69,7 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b := &Budget{ratio: cfg.Ratio, burst: int64(time.Second)}
+	b := &Budget{ratio: cfg.Ratio, burst: int64(time.Second), epoch: time.Now()}
 	if cfg.Ratio == 0 {
 		b.ratio = DefaultBudgetRatio
 	}
@@ -118,7 +119,7 @@ func (b *Budget) takeFloor() bool {
 	if b.interval == 0 {
 		return false
 	}
-	now := time.Now().UnixNano()
+	now := int64(time.Since(b.epoch))
 	for {
 		tat := b.tat.Load()
 		next := max(tat, now) + b.interval

@@ -72,15 +72,22 @@ func (c RateLimitConfig) withDefaults() RateLimitConfig {
 // burst: a request at now is allowed when max(tat, now) + interval is at
 // most burst intervals ahead of now, and then tat moves there.
 type bucket struct {
-	tat  atomic.Int64 // theoretical arrival time, Unix ns; 0: full bucket
-	seen atomic.Int64 // last Allow, Unix ns (client tables only)
+	tat  atomic.Int64 // theoretical arrival time, ns on the limiter's clock (gcra.now); 0: full bucket
+	seen atomic.Int64 // last Allow, ns on the same clock (client tables only)
 }
 
-// gcra is the shape every bucket of one limiter shares.
+// gcra is the shape every bucket of one limiter shares, and its clock:
+// monotonic nanoseconds since the limiter was made, so that a step of the
+// wall clock (NTP, a VM resumed) neither refuses every request until the
+// clock catches up nor refills every bucket at once.
 type gcra struct {
 	interval int64 // ns per token
 	window   int64 // burst × interval
+	epoch    time.Time
 }
+
+// now is the limiter's clock.
+func (g gcra) now() int64 { return int64(time.Since(g.epoch)) }
 
 func newGCRA(cfg RateLimitConfig) gcra {
 	cfg = cfg.withDefaults()
@@ -89,10 +96,10 @@ func newGCRA(cfg RateLimitConfig) gcra {
 		iv = math.MaxInt64 / float64(cfg.Burst+1) // a rate too small to refill in any lifetime
 	}
 	interval := max(1, int64(iv))
-	return gcra{interval: interval, window: interval * int64(cfg.Burst)}
+	return gcra{interval: interval, window: interval * int64(cfg.Burst), epoch: time.Now()}
 }
 
-// allow takes a token of b at now (Unix ns).
+// allow takes a token of b at now (g.now).
 func (g gcra) allow(b *bucket, now int64) (bool, int) {
 	for {
 		tat := b.tat.Load()
@@ -129,7 +136,7 @@ func NewLimiter(cfg RateLimitConfig) *Limiter {
 // and the Retry-After value in whole seconds: the wait until a token is
 // back, rounded up, at least 1.
 func (l *Limiter) Allow() (ok bool, retryAfter int) {
-	return l.g.allow(&l.b, time.Now().UnixNano())
+	return l.g.allow(&l.b, l.g.now())
 }
 
 // ClientLimiter keeps one token bucket per client key (a source address
@@ -168,7 +175,7 @@ func NewClientLimiter[K comparable](cfg RateLimitConfig) *ClientLimiter[K] {
 // Allow takes a token from key's bucket; see Limiter.Allow.
 func (c *ClientLimiter[K]) Allow(key K) (ok bool, retryAfter int) {
 	now := time.Now()
-	ns := now.UnixNano()
+	ns := int64(now.Sub(c.g.epoch))
 	b := (*c.table.Load())[key]
 	if b == nil {
 		b = c.slow(key, now)
@@ -191,6 +198,9 @@ func (c *ClientLimiter[K]) slow(key K, now time.Time) *bucket {
 	b := c.pending[key]
 	if b == nil {
 		b = new(bucket)
+		// Seen now, before a publish below ranks the buckets by it: a
+		// new bucket must not look like the least recently seen.
+		b.seen.Store(int64(now.Sub(c.g.epoch)))
 		c.pending[key] = b
 	}
 	if len(c.pending) > len(cur)/4 || now.Sub(c.published) >= clientPublishEvery {
@@ -202,7 +212,7 @@ func (c *ClientLimiter[K]) slow(key K, now time.Time) *bucket {
 // publish builds the next table: cur's buckets that are not full, plus
 // pending, at most maxClients (the most recently seen). c.mu is held.
 func (c *ClientLimiter[K]) publish(cur map[K]*bucket, now time.Time) {
-	ns := now.UnixNano()
+	ns := int64(now.Sub(c.g.epoch))
 	next := make(map[K]*bucket, len(cur)+len(c.pending))
 	for k, b := range cur {
 		if !c.g.full(b, ns) {

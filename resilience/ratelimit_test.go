@@ -138,3 +138,27 @@ func TestRateLimitValidate(t *testing.T) {
 		t.Error("zero config enabled")
 	}
 }
+
+// A new client's bucket is seen when it is made: a publish that has to drop
+// the least recently seen never drops the bucket just handed out (which
+// would give that client a fresh burst on every request).
+func TestClientLimiterKeepsTheNewestClient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := NewClientLimiter[string](RateLimitConfig{Rate: 1, Burst: 1, MaxClients: 2})
+		for _, k := range []string{"a", "b"} {
+			if ok, _ := c.Allow(k); !ok {
+				t.Fatalf("%s's first request refused", k)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		passed := 0
+		for range 20 {
+			if ok, _ := c.Allow("c"); ok {
+				passed++
+			}
+		}
+		if passed != 1 {
+			t.Errorf("client c got %d of 20 requests through with burst 1, want 1", passed)
+		}
+	})
+}
