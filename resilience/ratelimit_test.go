@@ -146,11 +146,12 @@ func TestClientLimiterKeepsTheNewestClient(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c := NewClientLimiter[string](RateLimitConfig{Rate: 1, Burst: 1, MaxClients: 2})
 		for _, k := range []string{"a", "b"} {
+			time.Sleep(time.Millisecond) // each seen later than the limiter's start
 			if ok, _ := c.Allow(k); !ok {
 				t.Fatalf("%s's first request refused", k)
 			}
-			time.Sleep(time.Millisecond)
 		}
+		time.Sleep(time.Millisecond)
 		passed := 0
 		for range 20 {
 			if ok, _ := c.Allow("c"); ok {
