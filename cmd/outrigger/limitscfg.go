@@ -159,9 +159,14 @@ func serviceLimits(u *UpstreamConfig) proxy.ServiceLimitsConfig {
 // service's limits object lives as long as the process, and a reload sets
 // its limits in place (commitLimits), so its counts stay exact.
 type limitsState struct {
-	routes   map[string]routeLimitsEntry // by listener and route key
+	routes   map[string]routeLimitsEntry // by listener and route key: the running config's
+	staged   map[string]routeLimitsEntry // made by the reload being prepared; kept by commit
 	services map[string]*proxy.ServiceLimits
 }
+
+// begin starts preparing a reload: route states staged by an earlier
+// reload that failed are dropped, so they never replace running ones.
+func (s *limitsState) begin() { clear(s.staged) }
 
 type routeLimitsEntry struct {
 	cfg proxy.RouteLimitsConfig
@@ -173,6 +178,7 @@ type routeLimitsEntry struct {
 func (s *limitsState) admission(cfg *Config, o OutboundConfig, log *slog.Logger) *proxy.Admission {
 	if s.routes == nil {
 		s.routes, s.services = map[string]routeLimitsEntry{}, map[string]*proxy.ServiceLimits{}
+		s.staged = map[string]routeLimitsEntry{}
 	}
 	var adm proxy.Admission
 	for j, r := range o.Routes {
@@ -187,8 +193,10 @@ func (s *limitsState) admission(cfg *Config, o OutboundConfig, log *slog.Logger)
 		rc := r.routeLimits()
 		e, ok := s.routes[key]
 		if !ok || e.cfg != rc {
-			e = routeLimitsEntry{cfg: rc, rl: proxy.NewRouteLimits(name, rc, log.With("listener", o.Name))}
-			s.routes[key] = e
+			if e, ok = s.staged[key]; !ok || e.cfg != rc {
+				e = routeLimitsEntry{cfg: rc, rl: proxy.NewRouteLimits(name, rc, log.With("listener", o.Name))}
+				s.staged[key] = e
+			}
 		}
 		if adm.Routes == nil {
 			adm.Routes = make([]*proxy.RouteLimits, len(o.Routes))
@@ -230,6 +238,10 @@ func (s *limitsState) commit(next *Config) {
 			}
 		}
 	}
+	for k, e := range s.staged {
+		s.routes[k] = e
+	}
+	clear(s.staged)
 	for k := range s.routes {
 		if !keep[k] {
 			delete(s.routes, k)

@@ -156,3 +156,33 @@ outbound:
 		t.Errorf("listeners updated when web.shop becomes limited (-got +want):\n%s", diff)
 	}
 }
+
+// A reload prepared and then failed (a bind error) leaves the running route
+// states as they were: the next good reload, whose route equals the
+// running one, keeps its breaker, buckets and in-flight count.
+func TestLimitsStateSurvivesFailedReload(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	old := mustParse(t, limitsConfig)
+	var s limitsState
+	s.begin()
+	a1 := s.admission(old, old.Outbound[1], log)
+	s.commit(old)
+
+	s.begin()
+	bad := mustParse(t, strings.Replace(limitsConfig, "max_requests: 50", "max_requests: 51", 1))
+	if a := s.admission(bad, bad.Outbound[1], log); a.Routes[0] == a1.Routes[0] {
+		t.Fatal("a changed route kept its state")
+	}
+	// no commit: the reload failed
+
+	s.begin()
+	next := mustParse(t, strings.Replace(limitsConfig, "- name: rest", "- name: rest2", 1))
+	a2 := s.admission(next, next.Outbound[1], log)
+	if a2.Routes[0] != a1.Routes[0] {
+		t.Fatal("route api, unchanged against the running config, lost its state after a failed reload")
+	}
+	s.commit(next)
+	if got := s.routes[routeLimitsKey(next.Outbound[1].Name, "api", 0)].rl; got != a1.Routes[0] {
+		t.Error("after the commit, api's running state is not the kept one")
+	}
+}

@@ -159,6 +159,7 @@ func (p *process) apply(next *Config) (configDiff, error) {
 // balancers, listeners and in-place updates; it starts nothing, so an
 // error leaves everything as it was.
 func (p *process) prepare(next *Config) (*plan, error) {
+	p.limits.begin()
 	pl := &plan{d: diffConfig(p.cfg, next), next: next,
 		started: map[string]*balancerRun{}, added: map[string]*listenerRun{}}
 	node := next.Node
