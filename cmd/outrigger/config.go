@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -355,6 +356,7 @@ func (c *Config) validate() []fieldError {
 	add := func(path, format string, args ...any) {
 		errs = append(errs, fieldError{path: path, msg: fmt.Sprintf(format, args...)})
 	}
+	checkFinite(reflect.ValueOf(c).Elem(), "", add)
 	if c.Node.Namespace != "" && !isLabel(c.Node.Namespace) {
 		add("node.namespace", "%q is not a DNS label (lower-case letters, digits and '-')", c.Node.Namespace)
 	}
