@@ -154,16 +154,28 @@ func TestAdmitRouteBreaker(t *testing.T) {
 				}
 			}))
 			ups := Upstreams{"web.shop": StaticUpstream("web", be.addr)}
-			const open = 50 * time.Millisecond
+			const open = 300 * time.Millisecond
 			rl := NewRouteLimits("all", RouteLimitsConfig{Breaker: resilience.BreakerConfig{ConsecutiveFailures: 3, OpenTime: open}}, nil)
 			p := startAdmitProxy(t, e.cfg, ups, &Admission{Routes: []*RouteLimits{rl}})
 			c := fromAddr(t, "127.0.0.1", e.h2c)
 			url := "http://" + p.addr + "/"
 
+			// A request's outcome reaches the breaker after its response
+			// reached the client: wait for the third to count (polled).
+			waitState := func(want resilience.BreakerState) {
+				t.Helper()
+				for deadline := time.Now().Add(10 * time.Second); rl.Breaker().State() != want; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("breaker %v, want %v", rl.Breaker().State(), want)
+					}
+				}
+			}
 			var got []answer
-			for range 4 {
+			for range 3 {
 				got = append(got, send(t, c, url))
 			}
+			waitState(resilience.BreakerOpen)
+			got = append(got, send(t, c, url))
 			want := []answer{{503, "", ""}, {503, "", ""}, {503, "", ""}, {503, causeCircuitOpen, ""}}
 			if diff := cmp.Diff(got, want); diff != "" {
 				t.Errorf("opening (-got +want):\n%s", diff)
@@ -181,9 +193,7 @@ func TestAdmitRouteBreaker(t *testing.T) {
 			if a := send(t, c, url); a != (answer{200, "", ""}) {
 				t.Errorf("probe: %+v, want 200", a)
 			}
-			if s := rl.Breaker().State(); s != resilience.BreakerClosed {
-				t.Errorf("after a good probe the breaker is %v, want closed", s)
-			}
+			waitState(resilience.BreakerClosed) // fails unless the probe closes it
 			if a := send(t, c, url); a.Status != 200 {
 				t.Errorf("after closing: %+v, want 200", a)
 			}

@@ -55,6 +55,13 @@ type retryUpstream struct {
 // retryOf returns the Upstream to pick from and the policy and budget a
 // request on rt to up follows; nil policy when it does not retry.
 func retryOf(up Upstream, rt *route.Route) (Upstream, *resilience.RetryPolicy, *resilience.Budget) {
+	if pp, ok := up.(*poolPick); ok {
+		// Admission's connection-limit wrapper (admit_h1.go) around a
+		// retrying upstream: unwrap beneath it, keep the wrapper on top.
+		inner, p, b := retryOf(pp.up, rt)
+		pp.up = inner
+		return pp, p, b
+	}
 	ru, ok := up.(*retryUpstream)
 	if !ok {
 		return up, nil, nil
