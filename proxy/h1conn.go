@@ -432,7 +432,20 @@ func (hc *h1conn) refuse(pe *h1.Error) {
 	case http.StatusNotImplemented:
 		cause = causeBadRequest
 	}
+	l := hc.l
+	if l.obs == nil {
+		hc.writeError(pe.Status, cause, pe.Reason, true)
+		return
+	}
+	// A head refused before it was parsed is still a request to count
+	// and log (smuggling attempts among them), with what is known of it.
+	hc.rec = RequestRecord{Listener: l.cfg.Name, Method: "OTHER", Proto: "HTTP/1.1", Start: time.Now()}
+	if l.obsDetail {
+		hc.rec.Client = hc.c.RemoteAddr().String()
+	}
 	hc.writeError(pe.Status, cause, pe.Reason, true)
+	hc.rec.Duration = time.Since(hc.rec.Start)
+	l.obs.ObserveRequest(&hc.rec)
 }
 
 // ustr views b as a string without copying; the string must not outlive

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,34 @@ func TestObserverRecords(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A head the fast path refuses while parsing (a smuggling shape, a head
+// too large) is observed too, with its status and cause.
+func TestObserverSeesRefusedHeads(t *testing.T) {
+	be := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	rec := &recorder{}
+	cfg := HTTPConfig{Name: "test", Listen: "127.0.0.1:0", MaxHeaderBytes: 1 << 10}
+	srv := NewServer(ServerConfig{}, Options{}, NewHTTPListener(cfg, routeAll(t, "web.shop"),
+		Upstreams{"web.shop": newFakeUpstream(t, be.addr)}, Options{Observer: rec}))
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+	addr := srv.Addrs()["test"].String()
+
+	rawExchange(t, addr, rawRequest("POST / HTTP/1.1", "Host: x", "Content-Length: 5", "Transfer-Encoding: chunked")+"0\r\n\r\n")
+	rawExchange(t, addr, rawRequest("GET / HTTP/1.1", "Host: x", "X-Big: "+strings.Repeat("x", 16<<10)))
+	got := rec.all()
+	for deadline := time.Now().Add(10 * time.Second); len(got) < 2 && time.Now().Before(deadline); got = rec.all() {
+		time.Sleep(time.Millisecond)
+	}
+	if len(got) != 2 || got[0].Status != 400 || got[0].Cause != causeBadRequest ||
+		got[1].Status != 431 || got[1].Cause != causeHeadersTooLarge || got[0].Listener != "test" {
+		t.Errorf("records %+v, want a 400 bad_request and a 431 headers_too_large", got)
 	}
 }
