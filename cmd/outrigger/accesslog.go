@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -215,8 +216,8 @@ func (l *accessLog) flush(bw *bufio.Writer) {
 }
 
 // appendAccessLine appends r as one JSON object and a newline. Every field
-// is always present, so the lines have one shape; trace_id stays "" until
-// tracing fills it.
+// is always present, so the lines have one shape; trace_id is "" with
+// tracing off.
 func appendAccessLine(b []byte, r *proxy.RequestRecord) []byte {
 	b = append(b, `{"time":"`...)
 	b = r.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
@@ -243,8 +244,11 @@ func appendAccessLine(b []byte, r *proxy.RequestRecord) []byte {
 	b = appendField(b, "listener", r.Listener)
 	b = appendField(b, "client", r.Client)
 	b = appendField(b, "cause", r.Cause)
-	b = appendField(b, "trace_id", "")
-	return append(b, "}\n"...)
+	b = append(b, `,"trace_id":"`...)
+	if r.TraceID.IsValid() {
+		b = hex.AppendEncode(b, r.TraceID[:])
+	}
+	return append(b, "\"}\n"...)
 }
 
 func appendField(b []byte, name, v string) []byte {

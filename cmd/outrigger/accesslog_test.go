@@ -304,3 +304,20 @@ func TestAccessLogChangeNeedsRestart(t *testing.T) {
 		}
 	}
 }
+
+// With tracing on, a line carries the request's trace ID in hex.
+func TestAccessLogTraceID(t *testing.T) {
+	r := proxy.RequestRecord{Method: "GET", Status: 200}
+	r.TraceID = [16]byte{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
+	var m map[string]any
+	if err := json.Unmarshal(appendAccessLine(nil, &r), &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m["trace_id"]; got != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("trace_id = %v", got)
+	}
+	r.TraceID = [16]byte{}
+	if err := json.Unmarshal(appendAccessLine(nil, &r), &m); err != nil || m["trace_id"] != "" {
+		t.Errorf("without tracing: trace_id = %v, %v; want \"\"", m["trace_id"], err)
+	}
+}
