@@ -139,6 +139,17 @@ func (l *Limiter) Allow() (ok bool, retryAfter int) {
 	return l.g.allow(&l.b, l.g.now())
 }
 
+// Peek reports what Allow would answer now, taking nothing.
+func (l *Limiter) Peek() (ok bool, retryAfter int) {
+	now := l.g.now()
+	next := max(l.b.tat.Load(), now) + l.g.interval
+	if over := next - now - l.g.window; over > 0 {
+		secs := (over + int64(time.Second) - 1) / int64(time.Second)
+		return false, int(min(max(secs, 1), math.MaxInt32))
+	}
+	return true, 0
+}
+
 // ClientLimiter keeps one token bucket per client key (a source address
 // now, a SPIFFE ID later) in a bounded table. Safe for concurrent use.
 //

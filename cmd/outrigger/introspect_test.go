@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/outrigger-mesh/outrigger/balancer"
+	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
@@ -371,3 +372,54 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 func (r *recorder) WriteHeader(code int) { r.code = code }
+
+// /why tells what admission control would answer now: a route whose rate
+// limit has no token left is answered 429 before any pick, and a route
+// whose breaker is open 503 circuit_open.
+func TestWhyNamesAdmissionRefusals(t *testing.T) {
+	live := helloBackend(t)
+	host, port, _ := net.SplitHostPort(live)
+	web := freePort(t)
+	r := startRig(t, rigConfig(`  - name: web
+    listen: "`+web+`"
+    protocol: http
+    routes:
+      - {name: limited, match: {path: {value: /limited}}, backends: [{service: b.test}], rate_limit: {rate: 0.001, burst: 1}}
+      - {name: guarded, match: {path: {value: /guarded}}, backends: [{service: b.test}], circuit_breaker: {consecutive_failures: 1, open: 1m}}
+      - {name: free, backends: [{service: b.test}]}
+`), fmt.Sprintf("services:\n  - name: b.test\n    endpoints: [{address: %s, port: %s}]\n", host, port))
+
+	var page testWhy
+	r.admin(t, whyQuery("path", "/limited"), &page)
+	if page.Route.Admission == nil || !page.Route.Admission.RateLimit || page.Route.Admission.RateLimited ||
+		!strings.Contains(page.Verdict, "would pick") {
+		t.Errorf("before any request: %q %+v", page.Verdict, page.Route.Admission)
+	}
+	resp, err := http.Get("http://" + web + "/limited") // takes the one token
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	page = testWhy{}
+	r.admin(t, whyQuery("path", "/limited"), &page)
+	if page.Route.Admission == nil || !page.Route.Admission.RateLimited || !strings.Contains(page.Verdict, "429 rate_limited") {
+		t.Errorf("after the token was taken: %q %+v", page.Verdict, page.Route.Admission)
+	}
+
+	page = testWhy{}
+	r.admin(t, whyQuery("path", "/guarded"), &page)
+	if page.Route.Admission == nil || page.Route.Admission.Breaker != "closed" {
+		t.Errorf("guarded route: %+v, want its breaker closed", page.Route.Admission)
+	}
+	page = testWhy{}
+	r.admin(t, whyQuery("path", "/free"), &page)
+	if page.Route.Admission != nil {
+		t.Errorf("a route without limits shows admission %+v", page.Route.Admission)
+	}
+	if got := routeRefusal(proxy.RouteAdmissionView{Breaker: "open"}); !strings.Contains(got, "503 circuit_open") {
+		t.Errorf("open breaker: %q", got)
+	}
+	if got := routeRefusal(proxy.RouteAdmissionView{InFlight: 3, MaxRequests: 3}); !strings.Contains(got, "503 overflow") {
+		t.Errorf("full route: %q", got)
+	}
+}

@@ -7,7 +7,9 @@ import (
 	"strings"
 
 	"github.com/outrigger-mesh/outrigger/balancer"
+	"github.com/outrigger-mesh/outrigger/proxy"
 	"github.com/outrigger-mesh/outrigger/proxy/route"
+	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
 // GET /why?listener=…&host=…&path=…&method=…&header=Name:value explains,
@@ -66,6 +68,8 @@ type whyRoute struct {
 	Fixed    *RouteFixed    `json:"fixed,omitempty"`
 	// RewrittenPath is the path sent upstream when the route rewrites it.
 	RewrittenPath string `json:"rewritten_path,omitempty"`
+	// Admission is the route's limits and breaker now, when it has any.
+	Admission *proxy.RouteAdmissionView `json:"admission,omitempty"`
 }
 
 type whyTrial struct {
@@ -83,6 +87,9 @@ type whyService struct {
 	// Upstream is absent for a backend of weight 0, which takes no
 	// requests, and when the service has no balancer yet.
 	Upstream *upstreamView `json:"upstream,omitempty"`
+	// Limits are the service's in-flight and connection limits and
+	// counts, when it has any.
+	Limits *proxy.ServiceAdmissionView `json:"limits,omitempty"`
 }
 
 // why is the /why view.
@@ -166,17 +173,66 @@ func (p *process) why(r *http.Request) (int, any) {
 	if rp := x.Match.RewritePath(req.Path); rp != req.Path {
 		wr.RewrittenPath = rp
 	}
+	adm := p.admissionOf(o.Name)
+	var refused string // what admission control answers now, if it refuses
+	if rl := adm.RouteLimitsAt(x.Match.Index); rl != nil {
+		v := rl.View()
+		wr.Admission = &v
+		refused = routeRefusal(v)
+	}
 	var parts []string
 	for _, s := range rv.Backends {
 		ws := whyService{Service: s.Service, Weight: s.Weight, Percent: s.Percent}
 		if s.Weight > 0 {
 			ws.Upstream = upstream(s.Service)
-			parts = append(parts, fmt.Sprintf("%s (%g%%): %s", s.Service, s.Percent, pickVerdict(ws.Upstream)))
+			verdict := pickVerdict(ws.Upstream)
+			if sl := adm.ServiceLimitsOf(s.Service); sl != nil {
+				v := sl.View()
+				ws.Limits = &v
+				if v.MaxRequests > 0 && v.InFlight >= v.MaxRequests {
+					verdict = fmt.Sprintf("%d requests in flight of max_requests %d: the proxy answers 503 overflow", v.InFlight, v.MaxRequests)
+				}
+			}
+			parts = append(parts, fmt.Sprintf("%s (%g%%): %s", s.Service, s.Percent, verdict))
 		}
 		page.Services = append(page.Services, ws)
 	}
 	page.Verdict = fmt.Sprintf("route %s → %s", name, strings.Join(parts, "; "))
+	if refused != "" {
+		page.Verdict = fmt.Sprintf("route %s: %s (before any pick)", name, refused)
+	}
 	return http.StatusOK, page
+}
+
+// routeRefusal says what a route's admission control answers now, or ""
+// when it admits; in the engine's order: rate limit, in-flight, breaker.
+func routeRefusal(v proxy.RouteAdmissionView) string {
+	switch {
+	case v.RateLimited:
+		return fmt.Sprintf("its rate limit has no token: the proxy answers 429 rate_limited, Retry-After %d", v.RetryAfter)
+	case v.MaxRequests > 0 && v.InFlight >= v.MaxRequests:
+		return fmt.Sprintf("%d requests in flight of max_requests %d: the proxy answers 503 overflow", v.InFlight, v.MaxRequests)
+	case v.Breaker == resilience.BreakerOpen.String():
+		return "its circuit breaker is open: the proxy answers 503 circuit_open"
+	}
+	return ""
+}
+
+// admissionOf is the admission control of HTTP listener name now (nil:
+// none, or not an HTTP listener).
+func (p *process) admissionOf(name string) *proxy.Admission {
+	p.mu.Lock()
+	r := p.listeners[name]
+	p.mu.Unlock()
+	switch {
+	case r == nil:
+		return nil
+	case r.http != nil:
+		return r.http.Admission()
+	case r.front != nil:
+		return r.front.Admission()
+	}
+	return nil
 }
 
 func routeName(r *route.Route) string {
