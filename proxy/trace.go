@@ -146,13 +146,27 @@ func equalFoldLower(b []byte, s string) bool {
 	return true
 }
 
-// endServerSpan ends a request's server span with what rec says of the
+// Attributes are set once per span, at its end, from a slice the caller
+// keeps (per connection on the fast path): the SDK copies them into a
+// slice of exactly their number, where a SetAttributes at the start and
+// another at the end would grow it (a second, bigger allocation and a
+// copy). The start's attributes are gathered at the start, while the
+// request's head is in hand. The SDK does not keep the slice passed.
+
+// Counts of attributes, for scratch slices that never grow.
+const (
+	serverSpanAttrs = 16 // start: 10; end: 6 at most
+	clientSpanAttrs = 12 // start: 9; end: 2
+)
+
+// endServerSpan ends a request's server span with attrs (gathered at its
+// start, in a scratch slice of the caller's) and what rec says of the
 // answer: the status, and for an error the proxy made, its cause as the
 // span's error (a 404 no_route is the proxy's error too, unlike a 404 of
-// the application). A 5xx from the endpoint is an error as well.
-func endServerSpan(span trace.Span, rec *RequestRecord) {
+// the application). A 5xx from the endpoint is an error as well. It
+// returns attrs emptied, for reuse.
+func endServerSpan(span trace.Span, rec *RequestRecord, attrs []attribute.KeyValue) []attribute.KeyValue {
 	if span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 6)
 		if rec.Status != 0 {
 			attrs = append(attrs, semconv.HTTPResponseStatusCode(rec.Status))
 		}
@@ -170,52 +184,91 @@ func endServerSpan(span trace.Span, rec *RequestRecord) {
 			attrs = append(attrs, attrError.String(rec.Cause), semconv.ErrorTypeKey.String(rec.Cause))
 			span.SetStatus(codes.Error, rec.Cause)
 		case rec.Status >= 500:
-			attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(rec.Status)))
+			attrs = append(attrs, semconv.ErrorTypeKey.String(statusString(rec.Status)))
 			span.SetStatus(codes.Error, "")
 		}
 		span.SetAttributes(attrs...)
 	}
 	span.End()
+	clear(attrs) // let go of the request's strings
+	return attrs[:0]
 }
 
-// attemptAttrs are a client span's attributes at its start.
-func attemptAttrs(method, route, service string, ep *discovery.Endpoint, attempt int) []attribute.KeyValue {
-	a := ep.Addr.Addr().Unmap().String()
-	return []attribute.KeyValue{
+// appendAttemptAttrs appends a client span's attributes known at its
+// start: addr and port are the endpoint's (ep.Addr, as endpointHost
+// gives it).
+func appendAttemptAttrs(attrs []attribute.KeyValue, method, route, service string, ep *discovery.Endpoint, addr string, attempt int) []attribute.KeyValue {
+	port := int(ep.Addr.Port())
+	return append(attrs,
 		semconv.HTTPRequestMethodKey.String(method),
-		semconv.ServerAddress(a),
-		semconv.ServerPort(int(ep.Addr.Port())),
-		semconv.NetworkPeerAddress(a),
-		semconv.NetworkPeerPort(int(ep.Addr.Port())),
+		semconv.ServerAddress(addr),
+		semconv.ServerPort(port),
+		semconv.NetworkPeerAddress(addr),
+		semconv.NetworkPeerPort(port),
 		attrRoute.String(route),
 		attrService.String(service),
 		attrEndpoint.String(ep.ID),
 		attrAttempt.Int(attempt),
-	}
+	)
 }
 
-// endClientSpan ends an attempt's client span: status is the endpoint's
-// response status (0: none came), err the attempt's outcome as given to
-// Done. A client that went away (context.Canceled) is no error of the
-// endpoint's.
-func endClientSpan(span trace.Span, status int, err error) {
+// endpointHost is the server.address of an endpoint.
+func endpointHost(ep *discovery.Endpoint) string {
+	return ep.Addr.Addr().Unmap().String()
+}
+
+// endClientSpan ends an attempt's client span with attrs (gathered at its
+// start, in a scratch slice of the caller's; nil when the span does not
+// record): status is the endpoint's response status (0: none came), err
+// the attempt's outcome as given to Done. A client that went away
+// (context.Canceled) is no error of the endpoint's. It returns attrs
+// emptied, for reuse.
+func endClientSpan(span trace.Span, attrs []attribute.KeyValue, status int, err error) []attribute.KeyValue {
 	if span.IsRecording() {
 		if status != 0 {
-			span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(status))
 		}
-		var se *StatusError
-		switch {
-		case err == nil:
-		case errors.As(err, &se):
-			span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(se.Code)))
-			span.SetStatus(codes.Error, err.Error())
-		case errors.Is(err, context.Canceled):
-		default:
-			span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
-			span.SetStatus(codes.Error, err.Error())
+		if err != nil {
+			if et := attemptErrorType(err); et != "" {
+				attrs = append(attrs, semconv.ErrorTypeKey.String(et))
+				span.SetStatus(codes.Error, err.Error())
+			}
 		}
+		span.SetAttributes(attrs...)
 	}
 	span.End()
+	clear(attrs)
+	return attrs[:0]
+}
+
+// attemptErrorType is the error.type of an attempt that ended with err
+// (not nil): the endpoint's status for a *StatusError, "" for a client
+// that went away, else the cause the client would be told.
+func attemptErrorType(err error) string {
+	var se *StatusError
+	switch {
+	case errors.As(err, &se):
+		return statusString(se.Code)
+	case errors.Is(err, context.Canceled):
+		return ""
+	}
+	return errorType(err)
+}
+
+// statusStrings are the decimal forms of 5xx status codes, made once.
+var statusStrings = func() (s [100]string) {
+	for i := range s {
+		s[i] = strconv.Itoa(500 + i)
+	}
+	return s
+}()
+
+// statusString is strconv.Itoa(code), without an allocation for a 5xx.
+func statusString(code int) string {
+	if code >= 500 && code < 600 {
+		return statusStrings[code-500]
+	}
+	return strconv.Itoa(code)
 }
 
 // errorType is the error.type of an attempt's failure: the cause the
@@ -236,29 +289,48 @@ func isTimeout(err error) bool {
 	return errors.As(err, &te) && te.Timeout()
 }
 
+// appendPeerAttrs appends client.address and network.peer.address and
+// .port of a connection's peer.
+func appendPeerAttrs(attrs []attribute.KeyValue, addr string, port int) []attribute.KeyValue {
+	return append(attrs,
+		semconv.ClientAddress(addr),
+		semconv.NetworkPeerAddress(addr),
+		semconv.NetworkPeerPort(port),
+	)
+}
+
+// parsePeer splits a connection's remote address ("ip:port") into the
+// unmapped address and the port; ok is false when it is no IP address.
+func parsePeer(remote string) (addr string, port int, ok bool) {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return "", 0, false
+	}
+	return ap.Addr().Unmap().String(), int(ap.Port()), true
+}
+
 // peerAttrs are network.peer.address and .port of a connection's remote
 // address ("ip:port").
 func peerAttrs(remote string) []attribute.KeyValue {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
+	a, port, ok := parsePeer(remote)
+	if !ok {
 		return nil
 	}
-	a := ap.Addr().Unmap().String()
-	return []attribute.KeyValue{
-		semconv.ClientAddress(a),
-		semconv.NetworkPeerAddress(a),
-		semconv.NetworkPeerPort(int(ap.Port())),
-	}
+	return appendPeerAttrs(nil, a, port)
 }
 
-// hostAttrs are server.address and server.port of a Host value.
-func hostAttrs(host string, defPort int) []attribute.KeyValue {
+// splitHost is the server.address and server.port of a Host value.
+func splitHost(host string, defPort int) (string, int) {
 	h, port := host, defPort
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
 		if p, err := strconv.Atoi(host[i+1:]); err == nil {
 			h, port = host[:i], p
 		}
 	}
-	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-	return []attribute.KeyValue{semconv.ServerAddress(h), semconv.ServerPort(port)}
+	return strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), port
+}
+
+// appendHostAttrs appends server.address and server.port.
+func appendHostAttrs(attrs []attribute.KeyValue, host string, port int) []attribute.KeyValue {
+	return append(attrs, semconv.ServerAddress(host), semconv.ServerPort(port))
 }

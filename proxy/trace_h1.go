@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"encoding/hex"
+	"net"
+	"net/netip"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -22,11 +24,17 @@ import (
 // fixed length).
 
 // h1Trace is the tracing state of the request an h1conn serves; its zero
-// value means no span. Owned by the connection's goroutine.
+// value means no span. Owned by the connection's goroutine; it outlives
+// the connection (h1conns), and so do its scratch slices and caches.
 type h1Trace struct {
 	ctx    context.Context // the server span's context
 	server trace.Span
 	client trace.Span // the attempt in flight, nil between attempts
+
+	// the attributes of the server span and of the attempt's client
+	// span, gathered at their start and set at their end (trace.go);
+	// empty when the span does not record
+	attrs, cattrs []attribute.KeyValue
 
 	// offsets in hc.out of the traceparent and b3 values in the upstream
 	// head; 0 when the head has none
@@ -34,6 +42,20 @@ type h1Trace struct {
 
 	done   func(balancer.DoneInfo) // the Done of the attempt relay finishes
 	doneFn func(balancer.DoneInfo) // hc.attemptDone, bound once per h1conn
+
+	// Strings of the last request's attributes, kept while the next
+	// request has the same (as on a keep-alive connection, mostly): the
+	// peer's address and port for the connection whose remote address
+	// is peerOf, the Host value and what it splits into, the path, the
+	// endpoint's address.
+	peerOf           *net.TCPAddr
+	peer             string
+	peerPort         int
+	host, hostName   string
+	hostPort, hostDP int // hostDP: the default port hostPort was found with
+	path             string
+	epAddr           netip.AddrPort
+	epHost           string
 }
 
 // Lengths of the values written and overwritten in place.
@@ -90,17 +112,50 @@ func (hc *h1conn) startServerSpan() {
 			break
 		}
 	}
-	attrs := make([]attribute.KeyValue, 0, 12)
-	attrs = append(attrs,
+	if string(target) != t.path {
+		t.path = string(target)
+	}
+	if t.attrs == nil {
+		t.attrs = make([]attribute.KeyValue, 0, serverSpanAttrs)
+	}
+	t.attrs = append(t.attrs[:0],
 		semconv.HTTPRequestMethodKey.String(methodName(req.Method, true)),
-		semconv.URLPath(string(target)),
+		semconv.URLPath(t.path),
 		semconv.URLScheme(hc.scheme()),
 		semconv.NetworkProtocolVersion("1.1"),
 		attrListener.String(hc.l.cfg.Name),
 	)
-	attrs = append(attrs, hostAttrs(string(req.Host), hc.defaultPort())...)
-	attrs = append(attrs, peerAttrs(hc.c.RemoteAddr().String())...)
-	span.SetAttributes(attrs...)
+	host, port := hc.traceHost()
+	t.attrs = appendHostAttrs(t.attrs, host, port)
+	if peer, port, ok := hc.tracePeer(); ok {
+		t.attrs = appendPeerAttrs(t.attrs, peer, port)
+	}
+}
+
+// traceHost is the request's server.address and server.port.
+func (hc *h1conn) traceHost() (string, int) {
+	t, def := &hc.trace, hc.defaultPort()
+	if string(hc.req.Host) != t.host || def != t.hostDP {
+		t.host, t.hostDP = string(hc.req.Host), def
+		t.hostName, t.hostPort = splitHost(t.host, def)
+	}
+	return t.hostName, t.hostPort
+}
+
+// tracePeer is the connection's peer address and port; ok is false when
+// its remote address is not an IP address.
+func (hc *h1conn) tracePeer() (string, int, bool) {
+	t := &hc.trace
+	ra := hc.c.RemoteAddr()
+	ta, ok := ra.(*net.TCPAddr)
+	if !ok {
+		return parsePeer(ra.String())
+	}
+	if ta != t.peerOf {
+		ap := ta.AddrPort()
+		t.peerOf, t.peer, t.peerPort = ta, ap.Addr().Unmap().String(), int(ap.Port())
+	}
+	return t.peer, t.peerPort, true
 }
 
 // scheme is the request's URL scheme.
@@ -128,7 +183,7 @@ func (hc *h1conn) endServerSpan() {
 	if t.client != nil {
 		hc.endAttempt(0, errAttemptAbandoned)
 	}
-	endServerSpan(t.server, &hc.rec)
+	t.attrs = endServerSpan(t.server, &hc.rec, t.attrs)
 	t.ctx, t.server, t.done = nil, nil, nil
 }
 
@@ -210,7 +265,13 @@ func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 		appendB3(hc.out[t.b3Off:t.b3Off], sc)
 	}
 	if span.IsRecording() {
-		span.SetAttributes(attemptAttrs(methodName(hc.req.Method, true), hc.rec.Route, svc, ep, hc.rec.Attempts)...)
+		if ep.Addr != t.epAddr {
+			t.epAddr, t.epHost = ep.Addr, endpointHost(ep)
+		}
+		if t.cattrs == nil {
+			t.cattrs = make([]attribute.KeyValue, 0, clientSpanAttrs)
+		}
+		t.cattrs = appendAttemptAttrs(t.cattrs[:0], methodName(hc.req.Method, true), hc.rec.Route, svc, ep, t.epHost, hc.rec.Attempts)
 	}
 }
 
@@ -218,7 +279,7 @@ func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 func (hc *h1conn) endAttempt(status int, err error) {
 	if span := hc.trace.client; span != nil {
 		hc.trace.client = nil
-		endClientSpan(span, status, err)
+		hc.trace.cattrs = endClientSpan(span, hc.trace.cattrs, status, err)
 	}
 }
 

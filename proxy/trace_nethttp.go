@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -15,6 +16,16 @@ import (
 // Tracing on net/http's path (see trace.go): the server span lives in the
 // request's context from serveHTTP to its end, each attempt's client span
 // from RoundTrip to the end of the response body (responseBody's Done).
+// Attributes are gathered in scratch slices from attrPool and set once,
+// at the span's end: the server span's from the request then (serveHTTP
+// changes none of the fields they come from), the client span's at its
+// start.
+
+// attrPool holds scratch attribute slices (*[]attribute.KeyValue, empty).
+var attrPool = sync.Pool{New: func() any {
+	s := make([]attribute.KeyValue, 0, serverSpanAttrs)
+	return &s
+}}
 
 // startServerSpan starts r's server span and returns r with it in its
 // context; rec is the request's record (net/http's path keeps one per
@@ -23,41 +34,73 @@ func (l *HTTPListener) startServerSpan(r *http.Request, rec *RequestRecord) *htt
 	ctx := l.tr.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := l.tr.tracer.Start(ctx, spanName(rec.Method), serverKind...)
 	rec.TraceID = span.SpanContext().TraceID()
-	if span.IsRecording() {
-		scheme, port, version := "http", 80, "1.1"
-		if r.TLS != nil {
-			scheme, port = "https", 443
-		}
-		switch {
-		case r.ProtoMajor == 2:
-			version = "2"
-		case r.ProtoMinor == 0:
-			version = "1.0"
-		}
-		attrs := make([]attribute.KeyValue, 0, 12)
-		attrs = append(attrs,
-			semconv.HTTPRequestMethodKey.String(r.Method),
-			semconv.URLPath(r.URL.Path),
-			semconv.URLScheme(scheme),
-			semconv.NetworkProtocolVersion(version),
-			attrListener.String(l.cfg.Name),
-		)
-		attrs = append(attrs, hostAttrs(r.Host, port)...)
-		attrs = append(attrs, peerAttrs(r.RemoteAddr)...)
-		span.SetAttributes(attrs...)
-	}
 	return r.WithContext(ctx)
 }
 
 // endServerSpan ends the server span in r's context.
 func (l *HTTPListener) endServerSpan(r *http.Request, rec *RequestRecord) {
-	endServerSpan(trace.SpanFromContext(r.Context()), rec)
+	span := trace.SpanFromContext(r.Context())
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
+	scheme, port, version := "http", 80, "1.1"
+	if r.TLS != nil {
+		scheme, port = "https", 443
+	}
+	switch {
+	case r.ProtoMajor == 2:
+		version = "2"
+	case r.ProtoMinor == 0:
+		version = "1.0"
+	}
+	sp := attrPool.Get().(*[]attribute.KeyValue)
+	attrs := append(*sp,
+		semconv.HTTPRequestMethodKey.String(r.Method),
+		semconv.URLPath(r.URL.Path),
+		semconv.URLScheme(scheme),
+		semconv.NetworkProtocolVersion(version),
+		attrListener.String(l.cfg.Name),
+	)
+	host, port := splitHost(r.Host, port)
+	attrs = appendHostAttrs(attrs, host, port)
+	if peer, port, ok := parsePeer(r.RemoteAddr); ok {
+		attrs = appendPeerAttrs(attrs, peer, port)
+	}
+	*sp = endServerSpan(span, rec, attrs)
+	attrPool.Put(sp)
+}
+
+// attemptSpan is an attempt's recording client span on net/http's path.
+type attemptSpan struct {
+	span   trace.Span
+	attrs  *[]attribute.KeyValue // from attrPool, until the end
+	status int                   // the response's status (finish)
+	done   func(balancer.DoneInfo)
+}
+
+// end ends the span; status is the response's (0: none came). Only the
+// first call counts.
+func (a *attemptSpan) end(status int, err error) {
+	if a.attrs == nil {
+		return
+	}
+	*a.attrs = endClientSpan(a.span, *a.attrs, status, err)
+	attrPool.Put(a.attrs)
+	a.attrs = nil
+}
+
+// finish is the Done of an attempt that got a response.
+func (a *attemptSpan) finish(d balancer.DoneInfo) {
+	a.end(a.status, d.Err)
+	a.done(d)
 }
 
 // startAttemptSpan starts the client span of the attempt out (to ep) and
 // writes its context into out's header, in place of the client's
-// trace-context fields; nil when tracing is off.
-func (l *HTTPListener) startAttemptSpan(out *http.Request, x *exchange, ep *discovery.Endpoint) trace.Span {
+// trace-context fields. It returns the span when it records, nil when it
+// does not (it is ended then: nothing of it is kept) or tracing is off.
+func (l *HTTPListener) startAttemptSpan(out *http.Request, x *exchange, ep *discovery.Endpoint) *attemptSpan {
 	if l.tr == nil {
 		return nil
 	}
@@ -66,35 +109,36 @@ func (l *HTTPListener) startAttemptSpan(out *http.Request, x *exchange, ep *disc
 		delete(out.Header, k)
 	}
 	l.tr.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
-	if span.IsRecording() {
-		attempt, route := 0, ""
-		if x.rec != nil {
-			attempt = x.rec.Attempts
-		}
-		if x.route != nil {
-			route = x.route.Name
-		}
-		span.SetAttributes(attemptAttrs(out.Method, route, x.service, ep, attempt)...)
+	if !span.IsRecording() {
+		span.End()
+		return nil
 	}
-	return span
+	attempt, route := 0, ""
+	if x.rec != nil {
+		attempt = x.rec.Attempts
+	}
+	if x.route != nil {
+		route = x.route.Name
+	}
+	sp := attrPool.Get().(*[]attribute.KeyValue)
+	*sp = appendAttemptAttrs(*sp, out.Method, route, x.service, ep, endpointHost(ep), attempt)
+	return &attemptSpan{span: span, attrs: sp}
 }
 
-// endAttemptSpan ends an attempt's span (nil: tracing is off) that failed
+// endAttemptSpan ends an attempt's span (nil: none records) that failed
 // before a response.
-func endAttemptSpan(span trace.Span, err error) {
+func endAttemptSpan(span *attemptSpan, err error) {
 	if span != nil {
-		endClientSpan(span, 0, err)
+		span.end(0, err)
 	}
 }
 
-// tracedDone returns done, made to end the attempt's span (nil: tracing
-// is off, done itself) with the response status and the outcome first.
-func tracedDone(span trace.Span, status int, done func(balancer.DoneInfo)) func(balancer.DoneInfo) {
+// tracedDone returns done, made to end the attempt's span (nil: none
+// records; done itself) with the response status and the outcome first.
+func tracedDone(span *attemptSpan, status int, done func(balancer.DoneInfo)) func(balancer.DoneInfo) {
 	if span == nil {
 		return done
 	}
-	return func(d balancer.DoneInfo) {
-		endClientSpan(span, status, d.Err)
-		done(d)
-	}
+	span.status, span.done = status, done
+	return span.finish
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -233,6 +234,26 @@ func TestTraceSpansAndPropagation(t *testing.T) {
 			}
 			if server.Status.Code != codes.Unset || client.Status.Code != codes.Unset {
 				t.Errorf("statuses %v, %v; want unset", server.Status, client.Status)
+			}
+			// Every attribute, each once.
+			wantKeys := map[*tracetest.SpanStub][]string{
+				&server: {"client.address", "http.request.method", "http.response.status_code",
+					"network.peer.address", "network.peer.port", "network.protocol.version",
+					"outrigger.attempts", "outrigger.listener", "outrigger.route", "outrigger.service",
+					"server.address", "server.port", "url.path", "url.scheme"},
+				&client: {"http.request.method", "http.response.status_code", "network.peer.address",
+					"network.peer.port", "outrigger.attempt", "outrigger.endpoint", "outrigger.route",
+					"outrigger.service", "server.address", "server.port"},
+			}
+			for s, want := range wantKeys {
+				var got []string
+				for _, kv := range s.Attributes {
+					got = append(got, string(kv.Key))
+				}
+				slices.Sort(got)
+				if diff := cmp.Diff(got, want); diff != "" {
+					t.Errorf("%s span attribute keys (-got +want):\n%s", s.SpanKind, diff)
+				}
 			}
 
 			// The endpoint gets our client span as the parent, the
