@@ -230,10 +230,10 @@ func newExporter(ctx context.Context, protocol, endpoint string) (*otlptrace.Exp
 	case protoGRPC:
 		var opts []otlptracegrpc.Option
 		if u != nil {
-			opts = append(opts, otlptracegrpc.WithEndpoint(u.Host))
-			if u.Scheme == "http" {
-				opts = append(opts, otlptracegrpc.WithInsecure())
-			}
+			// The URL form sets TLS from the scheme both ways: an
+			// https endpoint in the file is not sent in plaintext
+			// because the environment asked for insecure.
+			opts = append(opts, otlptracegrpc.WithEndpointURL(u.String()))
 		}
 		return otlptracegrpc.New(ctx, opts...)
 	case protoHTTP:
