@@ -63,12 +63,14 @@ func (hc *h1conn) writeError(status int, cause, msg string, closeConn bool) bool
 		hc.linger = true
 	}
 	b = append(b, "\r\n"...)
+	head := len(b)
 	if !hc.isHead() {
 		b = append(b, msg...)
 		b = append(b, '\n')
 	}
 	hc.out = b
-	_, err := hc.c.Write(b)
+	n, err := hc.c.Write(b)
+	hc.rec.BytesOut = int64(max(0, n-head))
 	return err == nil
 }
 
@@ -104,11 +106,13 @@ func (hc *h1conn) writeGenerated(status int, rc *route.RouteConfig, name, value,
 		b = append(b, "Connection: close\r\n"...)
 	}
 	b = append(b, "\r\n"...)
+	head := len(b)
 	if !hc.isHead() && bodyAllowed(status) {
 		b = append(b, body...)
 	}
 	hc.out = b
-	_, err := hc.c.Write(b)
+	n, err := hc.c.Write(b)
+	hc.rec.BytesOut = int64(max(0, n-head))
 	return err == nil
 }
 
