@@ -69,6 +69,7 @@ func (hc *h1conn) writeRefusal(ref *refusal) bool {
 		b = append(b, "Connection: close\r\n"...)
 		hc.linger = true
 	}
+	b = hc.appendWhy(b, ref.cause)
 	b = append(b, "\r\n"...)
 	if !hc.isHead() {
 		b = append(b, ref.msg...)

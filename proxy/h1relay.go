@@ -191,6 +191,7 @@ func (hc *h1conn) appendResponseHead(b []byte, rt *route.Route, noBody, clientCl
 	if clientClose {
 		b = append(b, "Connection: close\r\n"...)
 	}
+	b = hc.appendWhy(b, "")
 	return append(b, "\r\n"...)
 }
 
