@@ -69,13 +69,16 @@ func (hc *h1conn) writeRefusal(ref *refusal) bool {
 		b = append(b, "Connection: close\r\n"...)
 		hc.linger = true
 	}
+	b = hc.appendWhy(b, ref.cause)
 	b = append(b, "\r\n"...)
+	head := len(b)
 	if !hc.isHead() {
 		b = append(b, ref.msg...)
 		b = append(b, '\n')
 	}
 	hc.rec.Status, hc.rec.Cause = ref.status, ref.cause
 	hc.out = b
-	_, err := hc.c.Write(b)
+	n, err := hc.c.Write(b)
+	hc.rec.BytesOut = int64(max(0, n-head))
 	return err == nil
 }

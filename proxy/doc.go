@@ -144,6 +144,11 @@
 // splice path above, on the raw sockets. A connection is counted as a TCP
 // connection until the HTTP engine takes it.
 //
+// The "why" (debugwhy*.go): a request with "X-Outrigger-Debug: why" from
+// a loopback client gets its trail (route, service, attempts, retries,
+// timeouts, cause) in an X-Outrigger-Why response field on both engines;
+// the request field is never forwarded, and from other clients ignored.
+//
 // Tracing (Options.TracerProvider; trace*.go): a server span per HTTP
 // request on both engines, a client span per upstream attempt (a retry or
 // a reconnect after a failed dial is a span of its own), a span per

@@ -76,6 +76,7 @@ type h1conn struct {
 	rec     RequestRecord // the request being served, for l.obs
 	pick    poolPick      // the Upstream of a request under a connection limit (admit_h1.go)
 	trace   h1Trace       // its spans when tracing is on (trace_h1.go)
+	why     whyTrail      // its X-Outrigger-Why trail when asked (debugwhy_h1.go)
 
 	client    string // client address for X-Forwarded-For
 	trusted   bool   // client is a TrustedProxies peer
@@ -253,6 +254,7 @@ func (hc *h1conn) loop() (handoff bool) {
 	maxHead := l.cfg.MaxHeaderBytes + 4096 // net/http's slack
 	for {
 		hc.head = false // for refusals of the next head
+		hc.why.on = false
 		n, err := hc.readHead(maxHead)
 		switch {
 		case err == nil:
@@ -272,6 +274,7 @@ func (hc *h1conn) loop() (handoff bool) {
 		}
 		hc.served = true
 		hc.head = string(hc.req.Method) == "HEAD"
+		hc.whyBegin()
 		if l.obs != nil || l.tr != nil {
 			hc.beginRecord()
 		}

@@ -143,6 +143,9 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 		}
 		start := time.Now()
 		uc, pump, err := hc.exchange(addr, body, complete, remain, rt, timeout)
+		if hc.why.on {
+			hc.why.attempt(addr, hc.resp.Status, err, timeout, rs)
+		}
 		if err != nil {
 			doneErr := err
 			if isClientBodyErr(err) {

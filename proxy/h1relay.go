@@ -64,26 +64,43 @@ func (hc *h1conn) relay(uc *upConn, pump *bodyPump, rt *route.Route, done func(b
 		hc.writeError(502, causeUpstreamReset, "upstream connection reset", true)
 		return false
 	}
-	if len(b)+k <= maxCoalesce {
+	// written counts the response body bytes the client got, for
+	// RequestRecord.BytesOut: the head and chunk framing excluded (see
+	// copyChunked), as net/http's path counts what its handler wrote.
+	var written int64
+	if head := len(b); head+k <= maxCoalesce {
 		b = append(b, avail[:k]...)
-		_, err = hc.c.Write(b)
+		var n int
+		n, err = hc.c.Write(b)
+		written = int64(max(0, n-head))
 	} else if _, err = hc.c.Write(b); err == nil {
-		_, err = hc.c.Write(avail[:k])
+		var n int
+		n, err = hc.c.Write(avail[:k])
+		written = int64(n)
+	}
+	if resp.Chunked {
+		written = 0
+		if err == nil {
+			written = hc.rchunks.Data
+		}
 	}
 	uc.r += k
 	hc.out = b
 	var upErr error
 	if err == nil && !bodyDone {
 		uc.nc.SetReadDeadline(time.Time{})
+		var n int64
 		switch {
 		case resp.Chunked:
-			err, upErr = hc.copyChunked(uc)
+			n, err, upErr = hc.copyChunked(uc)
 		case resp.ContentLength >= 0:
-			err, upErr = hc.copyLength(uc, remain)
+			n, err, upErr = hc.copyLength(uc, remain)
 		default:
-			err, upErr = hc.copyToEOF(uc)
+			n, err, upErr = hc.copyToEOF(uc)
 		}
+		written += n
 	}
+	hc.rec.BytesOut = written
 	bodyDone = err == nil && upErr == nil
 
 	outcome := upErr
@@ -174,6 +191,7 @@ func (hc *h1conn) appendResponseHead(b []byte, rt *route.Route, noBody, clientCl
 	if clientClose {
 		b = append(b, "Connection: close\r\n"...)
 	}
+	b = hc.appendWhy(b, "")
 	return append(b, "\r\n"...)
 }
 
@@ -199,69 +217,80 @@ func isFramingName(name string) bool {
 
 // copyChunked relays the rest of a chunked response body as it comes.
 // cerr is a client write error, uerr an upstream read or framing error.
-func (hc *h1conn) copyChunked(uc *upConn) (cerr, uerr error) {
+// written counts the data bytes of the chunks relayed (the framing is
+// not counted, as net/http's path counts the body its handler wrote);
+// a chunk whose write failed is not counted.
+func (hc *h1conn) copyChunked(uc *upConn) (written int64, cerr, uerr error) {
+	start := hc.rchunks.Data
 	for !hc.rchunks.Done() {
 		n, err := uc.nc.Read(uc.buf)
 		if n > 0 {
+			before := hc.rchunks.Data
 			k, _, serr := hc.rchunks.Scan(uc.buf[:n])
 			if _, werr := hc.c.Write(uc.buf[:k]); werr != nil {
-				return werr, nil
+				return before - start, werr, nil
 			}
 			if serr != nil {
-				return nil, serr
+				return hc.rchunks.Data - start, nil, serr
 			}
 			uc.r, uc.w = k, n
 		}
 		if err != nil && !hc.rchunks.Done() {
-			return nil, unexpectedEOF(err)
+			return hc.rchunks.Data - start, nil, unexpectedEOF(err)
 		}
 	}
-	return nil, nil
+	return hc.rchunks.Data - start, nil, nil
 }
 
-// copyLength relays the remaining n bytes of a Content-Length body.
-func (hc *h1conn) copyLength(uc *upConn, n int64) (cerr, uerr error) {
+// copyLength relays the remaining n bytes of a Content-Length body;
+// written counts the bytes that reached the client.
+func (hc *h1conn) copyLength(uc *upConn, n int64) (written int64, cerr, uerr error) {
 	if n >= spliceMin && hc.tcp != nil && uc.tcp != nil {
 		lr := io.LimitedReader{R: uc.tcp, N: n}
 		m, err := hc.tcp.ReadFrom(&lr)
 		switch {
 		case m == n:
-			return nil, nil
+			return m, nil, nil
 		case err == nil:
-			return nil, io.ErrUnexpectedEOF
+			return m, nil, io.ErrUnexpectedEOF
 		default:
-			return nil, err // either side; splice does not say which
+			return m, nil, err // either side; splice does not say which
 		}
 	}
 	for n > 0 {
 		m, err := uc.nc.Read(uc.buf[:min(int64(len(uc.buf)), n)])
 		if m > 0 {
-			if _, werr := hc.c.Write(uc.buf[:m]); werr != nil {
-				return werr, nil
+			w, werr := hc.c.Write(uc.buf[:m])
+			written += int64(w)
+			if werr != nil {
+				return written, werr, nil
 			}
 			n -= int64(m)
 		}
 		if err != nil && n > 0 {
-			return nil, unexpectedEOF(err)
+			return written, nil, unexpectedEOF(err)
 		}
 	}
-	return nil, nil
+	return written, nil, nil
 }
 
-// copyToEOF relays a body delimited by the endpoint closing the connection.
-func (hc *h1conn) copyToEOF(uc *upConn) (cerr, uerr error) {
+// copyToEOF relays a body delimited by the endpoint closing the
+// connection; written counts the bytes that reached the client.
+func (hc *h1conn) copyToEOF(uc *upConn) (written int64, cerr, uerr error) {
 	for {
 		m, err := uc.nc.Read(uc.buf)
 		if m > 0 {
-			if _, werr := hc.c.Write(uc.buf[:m]); werr != nil {
-				return werr, nil
+			w, werr := hc.c.Write(uc.buf[:m])
+			written += int64(w)
+			if werr != nil {
+				return written, werr, nil
 			}
 		}
 		if err == io.EOF {
-			return nil, nil
+			return written, nil, nil
 		}
 		if err != nil {
-			return nil, err
+			return written, nil, err
 		}
 	}
 }

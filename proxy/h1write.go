@@ -62,13 +62,16 @@ func (hc *h1conn) writeError(status int, cause, msg string, closeConn bool) bool
 		b = append(b, "Connection: close\r\n"...)
 		hc.linger = true
 	}
+	b = hc.appendWhy(b, cause)
 	b = append(b, "\r\n"...)
+	head := len(b)
 	if !hc.isHead() {
 		b = append(b, msg...)
 		b = append(b, '\n')
 	}
 	hc.out = b
-	_, err := hc.c.Write(b)
+	n, err := hc.c.Write(b)
+	hc.rec.BytesOut = int64(max(0, n-head))
 	return err == nil
 }
 
@@ -103,12 +106,15 @@ func (hc *h1conn) writeGenerated(status int, rc *route.RouteConfig, name, value,
 	if hc.closeNext {
 		b = append(b, "Connection: close\r\n"...)
 	}
+	b = hc.appendWhy(b, "")
 	b = append(b, "\r\n"...)
+	head := len(b)
 	if !hc.isHead() && bodyAllowed(status) {
 		b = append(b, body...)
 	}
 	hc.out = b
-	_, err := hc.c.Write(b)
+	n, err := hc.c.Write(b)
+	hc.rec.BytesOut = int64(max(0, n-head))
 	return err == nil
 }
 
@@ -159,6 +165,7 @@ const (
 	fieldXFP
 	fieldXFH
 	fieldForwarded
+	fieldDebug // X-Outrigger-Debug: read by the proxy (debugwhy.go), never forwarded
 )
 
 // classify returns a field name's class.
@@ -208,6 +215,9 @@ func classify(name []byte) int {
 				return fieldXFP
 			}
 			return fieldHop
+		}
+		if h1.EqualFold(name, "x-outrigger-debug") {
+			return fieldDebug
 		}
 	case 18:
 		if h1.EqualFold(name, "proxy-authenticate") {

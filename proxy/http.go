@@ -510,6 +510,9 @@ const ErrorHeader = "X-Outrigger-Error"
 // framing can no longer be trusted, or an unread body would have to be
 // drained.
 func (l *HTTPListener) writeError(w http.ResponseWriter, r *http.Request, status int, cause, msg string, closeConn bool) {
+	if why := whyOf(r); why != nil {
+		w.Header().Set(WhyHeader, why.value(l.cfg.Name, cause))
+	}
 	if l.cfg.GRPC && isGRPCRequest(r) {
 		writeGRPCError(w, cause, msg)
 		return
@@ -534,6 +537,14 @@ func (l *HTTPListener) writeError(w http.ResponseWriter, r *http.Request, status
 func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	l.active.add()
 	defer l.active.done()
+	var why *whyTrail
+	if _, ok := r.Header[DebugHeader]; ok {
+		if why = l.whyBegin(r); why != nil {
+			// Proxy-made answers before the exchange exists (no route,
+			// admission refusals) find it in the context (writeError).
+			r = r.WithContext(context.WithValue(r.Context(), whyKey{}, why))
+		}
+	}
 	if l.obs != nil || l.tr != nil {
 		ow := l.beginObserved(w, r)
 		if l.obs != nil {
@@ -578,6 +589,12 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec != nil {
 		rec.Route = rt.Name
 	}
+	if why != nil {
+		why.route = rt.Name
+	}
+	if why != nil && (rt.Config.Redirect != nil || rt.Config.Fixed != nil) {
+		w.Header().Set(WhyHeader, why.value(l.cfg.Name, "")) // a direct answer: the trail is whole
+	}
 	switch rc := &rt.Config; {
 	case rc.Redirect != nil:
 		redirect(w, r, rc)
@@ -589,6 +606,9 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	svc := rt.PickBackend()
 	if rec != nil {
 		rec.Service = svc
+	}
+	if why != nil {
+		why.service = svc
 	}
 	up := rs.ups[svc]
 	if up == nil {
@@ -610,7 +630,7 @@ func (l *HTTPListener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if l.cfg.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, l.cfg.MaxBodyBytes)
 	}
-	x := &exchange{route: rt, service: svc, up: up, rec: rec}
+	x := &exchange{route: rt, service: svc, up: up, rec: rec, why: why}
 	l.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
 	if adm != nil {
 		adm.returned = true

@@ -53,6 +53,7 @@ type exchange struct {
 	up      Upstream
 	body    *requestBody   // set by RoundTrip when the request has a body
 	rec     *RequestRecord // nil unless the listener has an Observer
+	why     *whyTrail      // nil unless the request asked for X-Outrigger-Why (debugwhy.go)
 }
 
 type exchangeKey struct{}
@@ -143,6 +144,9 @@ func (l *HTTPListener) modifyResponse(resp *http.Response) error {
 	}
 	resp.Header["Via"] = append(resp.Header["Via"], viaValue(resp.ProtoMajor, resp.ProtoMinor))
 	applyHeaderOps(resp.Header, x.route.Config.ResponseHeaders)
+	if x.why != nil {
+		resp.Header.Set(WhyHeader, x.why.value(l.cfg.Name, ""))
+	}
 	return nil
 }
 
@@ -285,6 +289,9 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 				err = context.DeadlineExceeded
 			}
 			err = &perTryTimeoutError{err}
+		}
+		if x.why != nil {
+			x.why.attemptHTTP(res.Endpoint.Addr, resp, err, rs)
 		}
 		if err != nil {
 			if cancel != nil {

@@ -18,8 +18,9 @@ import (
 // the condition it failed), the services of the route's split, and per
 // service the sources, the endpoints out of the picker with the reason,
 // and what the balancer would pick. It takes no pick and changes nothing.
-// The x-outrigger-debug response header of issue 6 is not built here: it
-// needs the engine's request path.
+// The same trail for a real request, with the attempts taken, is the
+// x-outrigger-debug: why request header, built by the engines
+// (proxy/debugwhy.go).
 
 // whyPage is /why's answer.
 type whyPage struct {
