@@ -23,6 +23,7 @@ type bodyPump struct {
 	headSeen bool
 
 	forced atomic.Bool // abort stopped it with past deadlines
+	sent   atomic.Bool // the body's last byte was written to the endpoint
 }
 
 // startPump starts copying: remain Content-Length bytes, or the rest of a
@@ -65,6 +66,39 @@ func (p *bodyPump) gotHead() {
 }
 
 // running reports whether the pump is still copying.
+//
+// early reports whether the response came before the whole request body
+// went out (an early 401 or 413 to an upload). The endpoint can read the
+// body's last bytes and answer before the pump's goroutine, descheduled
+// right after its last write, gets to say it is done: so a pump that wrote
+// its last byte is waited for, and one that has not gets earlyGrace to
+// finish before the response counts as early (a true early answer is then
+// that much later; the common case, no pump or a finished one, waits for
+// nothing).
+func (p *bodyPump) early() bool {
+	if !p.running() {
+		return false
+	}
+	if !p.sent.Load() {
+		t := time.NewTimer(earlyGrace)
+		defer t.Stop()
+		select {
+		case err := <-p.result:
+			p.result <- err
+			return err != nil // a failed pump did not send it all
+		case <-t.C:
+			return true
+		}
+	}
+	err := <-p.result
+	p.result <- err
+	return false
+}
+
+// earlyGrace is how long early waits for a pump that has not written its
+// last byte yet.
+const earlyGrace = 20 * time.Millisecond
+
 func (p *bodyPump) running() bool {
 	select {
 	case err := <-p.result:
@@ -107,6 +141,7 @@ func (p *bodyPump) copy(remain int64) error {
 			lr := io.LimitedReader{R: hc.tcp, N: remain}
 			n, err := uc.tcp.ReadFrom(&lr)
 			if n == remain {
+				p.sent.Store(true)
 				return nil
 			}
 			if err == nil {
@@ -130,6 +165,7 @@ func (p *bodyPump) copy(remain int64) error {
 			hc.r += int(k)
 			remain -= k
 		}
+		p.sent.Store(true)
 		return nil
 	}
 	for {
@@ -146,6 +182,7 @@ func (p *bodyPump) copy(remain int64) error {
 			}
 			hc.r += k
 			if done {
+				p.sent.Store(true)
 				return nil
 			}
 		}

@@ -24,7 +24,7 @@ func (hc *h1conn) relay(uc *upConn, pump *bodyPump, rt *route.Route, done func(b
 	noBody := hc.isHead() || !bodyAllowed(resp.Status)
 	closeDelim := !noBody && !resp.Chunked && resp.ContentLength < 0
 	clientClose := req.Close || closeDelim || l.draining.Load()
-	if pump != nil && pump.running() {
+	if pump != nil && pump.early() {
 		// The endpoint answers before it has the whole request body
 		// (an early 401 or 413 to an upload): the rest of the body
 		// will not be read, so the connection ends after this
