@@ -26,8 +26,10 @@ type bodyPump struct {
 }
 
 // startPump starts copying: remain Content-Length bytes, or the rest of a
-// chunked body (hc.chunks is where the scanner stopped).
-func (hc *h1conn) startPump(uc *upConn, remain int64) *bodyPump {
+// chunked body (hc.chunks is where the scanner stopped). deadline (zero:
+// none) is the request's: the response deadline it sets once the body is
+// sent is no later.
+func (hc *h1conn) startPump(uc *upConn, remain int64, deadline time.Time) *bodyPump {
 	p := &bodyPump{hc: hc, uc: uc, result: make(chan error, 1)}
 	hc.c.SetReadDeadline(time.Time{}) // bodies have no deadline
 	go func() {
@@ -36,7 +38,7 @@ func (hc *h1conn) startPump(uc *upConn, remain int64) *bodyPump {
 			// The response deadline starts when the request is complete.
 			p.mu.Lock()
 			if !p.headSeen {
-				uc.nc.SetReadDeadline(time.Now().Add(hc.l.cfg.ResponseTimeout))
+				uc.nc.SetReadDeadline(earlier(time.Now().Add(hc.l.cfg.ResponseTimeout), deadline))
 			}
 			p.mu.Unlock()
 		} else if isClientBodyErr(err) {

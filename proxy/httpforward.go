@@ -53,6 +53,11 @@ type exchange struct {
 	up      Upstream
 	body    *requestBody   // set by RoundTrip when the request has a body
 	rec     *RequestRecord // nil unless the listener has an Observer
+	// deadline bounds the wait for the response head over all attempts
+	// (timeout.go); set by RoundTrip, zero: none. grpcTimeout says each
+	// attempt carries what is left of it as its grpc-timeout.
+	deadline    time.Time
+	grpcTimeout bool
 }
 
 type exchangeKey struct{}
@@ -163,6 +168,14 @@ func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err er
 			clientErr = *e
 		}
 	}
+	if r.Context().Err() != nil {
+		// The client went away (or the drain's deadline ended every
+		// request): nobody reads an answer, and none is made, so that
+		// the record keeps status 0 as on the fast path
+		// (timeout_client.go) and no breaker counts it.
+		l.log.Debug("request abandoned by the client", "err", err)
+		return
+	}
 	switch {
 	case errors.As(err, &tooBig) || errors.As(clientErr, &tooBig):
 		l.writeError(w, r, http.StatusRequestEntityTooLarge, causeBodyTooLarge,
@@ -204,14 +217,19 @@ type upstreamTransport struct{ l *HTTPListener }
 // failed or its response was discarded, else when the response body is
 // finished (EOF, read error or Close).
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	l := t.l
 	x := exchangeOf(req.Context())
+	x.deadline, x.grpcTimeout = l.deadlineOf(req, x.route)
 	up, pol, budget := retryOf(x.up, x.route)
 	var rs *retryState
 	if pol != nil {
 		rs = &retryState{}
 		rs.begin(pol, budget, methodName([]byte(req.Method), false),
 			len(req.Header["Idempotency-Key"])+len(req.Header["X-Idempotency-Key"]) > 0, x.route.Config.Idempotent)
+		rs.bound(x.deadline)
+		x.deadline = rs.deadline
 	}
+	x.grpcTimeout = x.grpcTimeout && !x.deadline.IsZero()
 	var body *requestBody
 	if req.Body != nil && req.Body != http.NoBody {
 		// http.Transport closes the body when a round trip fails; the
@@ -266,13 +284,18 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			x.rec.Attempts++
 			x.rec.Endpoint = res.Endpoint.Addr
 		}
-		var stop func() bool // the per-try timer; nil without a retry policy
+		var stop func() bool // the per-try timer; nil without a retry policy or deadline
 		var cancel context.CancelFunc
+		d := untilDeadline(0, x.deadline)
 		if rs != nil {
-			if d := rs.attemptTimeout(0); d > 0 {
-				// The transport's ResponseTimeout still applies too.
-				out, stop, cancel = perTry(out, d)
-			}
+			d = rs.attemptTimeout(0) // rs.deadline is x.deadline
+		}
+		if d > 0 {
+			// The transport's ResponseTimeout still applies too.
+			out, stop, cancel = perTry(out, d)
+		}
+		if x.grpcTimeout {
+			setGRPCTimeout(out, x.deadline)
 		}
 		span := l.startAttemptSpan(out, x, res.Endpoint)
 		start := time.Now()
@@ -290,10 +313,21 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			if cancel != nil {
 				cancel()
 			}
-			res.Done(balancer.DoneInfo{Err: err, Duration: time.Since(start)})
-			endAttemptSpan(span, err)
+			doneErr := err
+			if req.Context().Err() != nil {
+				// The client left (net/http canceled the request's
+				// context): neutral, the endpoint is not at fault.
+				doneErr = context.Canceled
+			}
+			res.Done(balancer.DoneInfo{Err: doneErr, Duration: time.Since(start)})
+			endAttemptSpan(span, doneErr)
 			if req.Context().Err() != nil {
 				return nil, err
+			}
+			if pastDeadline(x.deadline) {
+				// Out of time, whatever this attempt's failure was.
+				l.log.Debug("request out of time", "err", err)
+				return nil, errRequestTimeout
 			}
 			info.AddTried(res.Endpoint.Addr)
 			lastErr = err
