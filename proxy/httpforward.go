@@ -53,11 +53,6 @@ type exchange struct {
 	up      Upstream
 	body    *requestBody   // set by RoundTrip when the request has a body
 	rec     *RequestRecord // nil unless the listener has an Observer
-	// deadline bounds the wait for the response head over all attempts
-	// (timeout.go); set by RoundTrip, zero: none. grpcTimeout says each
-	// attempt carries what is left of it as its grpc-timeout.
-	deadline    time.Time
-	grpcTimeout bool
 }
 
 type exchangeKey struct{}
@@ -219,17 +214,20 @@ type upstreamTransport struct{ l *HTTPListener }
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	l := t.l
 	x := exchangeOf(req.Context())
-	x.deadline, x.grpcTimeout = l.deadlineOf(req, x.route)
+	// The deadline of the response head over all attempts (timeout.go;
+	// zero: none); with grpcTimeout each attempt carries what is left of
+	// it as its grpc-timeout.
+	deadline, grpcTimeout := l.deadlineOf(req, x.route)
 	up, pol, budget := retryOf(x.up, x.route)
 	var rs *retryState
 	if pol != nil {
 		rs = &retryState{}
 		rs.begin(pol, budget, methodName([]byte(req.Method), false),
 			len(req.Header["Idempotency-Key"])+len(req.Header["X-Idempotency-Key"]) > 0, x.route.Config.Idempotent)
-		rs.bound(x.deadline)
-		x.deadline = rs.deadline
+		rs.bound(deadline)
+		deadline = rs.deadline
 	}
-	x.grpcTimeout = x.grpcTimeout && !x.deadline.IsZero()
+	grpcTimeout = grpcTimeout && !deadline.IsZero()
 	var body *requestBody
 	if req.Body != nil && req.Body != http.NoBody {
 		// http.Transport closes the body when a round trip fails; the
@@ -241,15 +239,19 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		x.body = body
 	}
-	resp, err := t.attempts(req, up, rs, body)
+	resp, err := t.attempts(req, up, rs, body, deadline, grpcTimeout)
 	if rs != nil && resp == nil {
 		rs.end()
 	}
 	return resp, err
 }
 
-// attempts is RoundTrip's loop over picks.
-func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retryState, body *requestBody) (*http.Response, error) {
+// attempts is RoundTrip's loop over picks. deadline (zero: none) bounds
+// every attempt's wait for its response head, and no attempt starts after
+// it; with grpcTimeout each attempt carries what is left as its
+// grpc-timeout.
+func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retryState, body *requestBody,
+	deadline time.Time, grpcTimeout bool) (*http.Response, error) {
 	l := t.l
 	x := exchangeOf(req.Context())
 	tr := l.transport
@@ -286,16 +288,16 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 		}
 		var stop func() bool // the per-try timer; nil without a retry policy or deadline
 		var cancel context.CancelFunc
-		d := untilDeadline(0, x.deadline)
+		d := untilDeadline(0, deadline)
 		if rs != nil {
-			d = rs.attemptTimeout(0) // rs.deadline is x.deadline
+			d = rs.attemptTimeout(0) // rs.deadline is deadline
 		}
 		if d > 0 {
 			// The transport's ResponseTimeout still applies too.
 			out, stop, cancel = perTry(out, d)
 		}
-		if x.grpcTimeout {
-			setGRPCTimeout(out, x.deadline)
+		if grpcTimeout {
+			setGRPCTimeout(out, deadline)
 		}
 		span := l.startAttemptSpan(out, x, res.Endpoint)
 		start := time.Now()
@@ -324,7 +326,7 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			if req.Context().Err() != nil {
 				return nil, err
 			}
-			if pastDeadline(x.deadline) {
+			if pastDeadline(deadline) {
 				// Out of time, whatever this attempt's failure was.
 				l.log.Debug("request out of time", "err", err)
 				return nil, errRequestTimeout

@@ -93,9 +93,13 @@ func appendGRPCTimeout(b []byte, d time.Duration) []byte {
 // starting now (zero: none), and whether it is a gRPC call on a gRPC
 // listener (its attempts carry grpc-timeout when it has a deadline).
 func (l *HTTPListener) deadlineOf(req *http.Request, rt *route.Route) (time.Time, bool) {
+	grpc := l.cfg.GRPC && isGRPCRequest(req)
+	if !grpc && rt.Config.Timeout <= 0 {
+		return time.Time{}, false // no clock read
+	}
 	now := time.Now()
 	deadline := requestDeadline(rt, now)
-	if !l.cfg.GRPC || !isGRPCRequest(req) {
+	if !grpc {
 		return deadline, false
 	}
 	if v := req.Header["Grpc-Timeout"]; len(v) == 1 {

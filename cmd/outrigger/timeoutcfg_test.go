@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +67,25 @@ func TestParseConfigRouteTimeoutErrors(t *testing.T) {
 				t.Errorf("errors (-got +want):\n%s", diff)
 			}
 		})
+	}
+}
+
+// The route example in docs/configuration.md is valid and sets a route
+// timeout.
+func TestDocsRoutesExampleIsValid(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "#### Routes")
+	_, example, ok2 := strings.Cut(section, "```yaml\n")
+	example, _, ok3 := strings.Cut(example, "```")
+	if !ok || !ok2 || !ok3 || !strings.HasPrefix(example, "routes:\n") {
+		t.Fatalf("no routes example in the Routes section")
+	}
+	cfg := mustParse(t, "discovery: [{name: local, file: {path: s.yaml}}]\noutbound:\n  - name: w\n    listen: 127.0.0.1:9002\n    protocol: http\n"+
+		strings.ReplaceAll("\n"+example, "\n", "\n    ")[1:])
+	if got := cfg.Outbound[0].Routes[0].Timeout.D(); got != 2*time.Second {
+		t.Errorf("the example's first route has timeout %v, want 2s", got)
 	}
 }
