@@ -632,13 +632,23 @@ func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64
 			got = true
 		}
 		if err != nil {
-			if pump == nil && n == 0 && deadlinePassed(err) && time.Now().Before(final) {
-				// A check step, not the response deadline.
-				if hc.clientGone() {
-					return nil, errClientGone
+			if n == 0 && deadlinePassed(err) {
+				f := final
+				if pump != nil {
+					// Once the pump sent the whole body it no longer
+					// reads the client; it set the response deadline.
+					if pf, ok := pump.sentAll(); ok {
+						f = pf
+					}
 				}
-				uc.nc.SetReadDeadline(earlier(final, time.Now().Add(clientCheckEvery)))
-				continue
+				if time.Now().Before(f) {
+					// A check step, not the response deadline.
+					if hc.clientGone() {
+						return pump, hc.pumpFail(pump, errClientGone)
+					}
+					uc.nc.SetReadDeadline(earlier(f, time.Now().Add(clientCheckEvery)))
+					continue
+				}
 			}
 			if uc.w > uc.r && err == io.EOF {
 				eof = true

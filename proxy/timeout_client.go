@@ -38,7 +38,8 @@ import (
 // whose host vanished without a FIN or reset (TCP keep-alive closes that
 // socket eventually, and the response deadline ends the wait anyway).
 // While a request body streams the body pump reads the client, and sees
-// its going itself.
+// its going itself; once the pump sent the whole body, the rest of the
+// wait is looked at as above, clientCheckAfter from then.
 
 const (
 	// clientCheckAfter is how long a request waits for its response head

@@ -310,6 +310,40 @@ func TestClientGoneWhileWaiting(t *testing.T) {
 	}
 }
 
+// The same on the fast path for a request whose body streamed (the body
+// pump sent it after the head): once the body is all sent, the client is
+// looked at like one whose body came with its head.
+func TestClientGoneAfterStreamedBody(t *testing.T) {
+	var canceled atomic.Int64
+	slow := startCounted(t, "slow", stallUntilCanceled(&canceled))
+	up := newFakeUpstream(t, slow.addr)
+	addr, rec := timeoutProxy(t, HTTPConfig{}, routeAll(t, "web.shop"), Upstreams{"web.shop": up})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, rawRequest("POST /x HTTP/1.1", "Host: shop", "Content-Length: 5")); err != nil {
+		t.Fatal(err)
+	}
+	// The proxy dials once it has the head: the body is not in hand, so
+	// a body pump carries it.
+	waitCount(t, &slow.conns, 1)
+	if _, err := io.WriteString(c, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, &slow.n, 1) // the endpoint read the whole body
+	c.Close()
+	waitCount(t, &canceled, 1)
+	dones := up.waitDones(t, 1)
+	if len(dones) != 1 || !resilience.OutcomeOf(resilience.Outcome{}, dones[0].info.Err).Neutral() {
+		t.Errorf("Done calls %+v, want one with a neutral outcome", dones)
+	}
+	if recs := waitRecords(t, rec, 1); recs[0].Status != 0 {
+		t.Errorf("record: status %d, want 0", recs[0].Status)
+	}
+}
+
 // slowServiceDesc is a gRPC service whose one method, Wait, reports the
 // deadline the server derived from the call's grpc-timeout (what is left
 // of it; -1 for none) and then waits for the call to end.
