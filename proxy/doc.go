@@ -84,7 +84,13 @@
 // net/http's Transport does; otherwise the client gets 502 upstream_reset.
 // Timeouts: HeaderTimeout from a request's first byte, IdleTimeout between
 // requests, ResponseTimeout from the end of the request to the response
-// head (504); bodies have no deadline.
+// head (504), and on both engines one deadline per request for its
+// response head over all attempts: the route's Timeout, the retry
+// policy's and a gRPC call's grpc-timeout, the earliest winning
+// (timeout.go); bodies have no deadline. A client that leaves while its
+// request awaits the response head ends the request, neutral for the
+// endpoint (timeout_client.go: on the fast path it is looked at only
+// after a second of waiting).
 //
 // Admission control (admit.go; SetRouting publishes it with the routes):
 // before a request is forwarded, both engines ask its route's rate limits,

@@ -79,16 +79,21 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 	}
 	hc.out = out
 
+	var deadline time.Time // the route's timeout (timeout.go); zero: none
+	if rt.Config.Timeout > 0 {
+		deadline = requestDeadline(rt, time.Now())
+	}
 	up, pol, budget := retryOf(up, rt)
 	if pol == nil {
-		return hc.attempts(nil, up, svc, rt, path, u, query, inHand, body, complete, remain)
+		return hc.attempts(nil, up, svc, rt, path, u, query, inHand, body, complete, remain, deadline)
 	}
 	var rs retryState
 	rs.begin(pol, budget, methodName(req.Method, false), hc.hasIdempotencyKey(), rt.Config.Idempotent)
+	rs.bound(deadline)
 	// The body can be sent again when it is all in hand and within the
 	// policy's replay cap.
 	rs.replayable = complete && (len(inHand) == 0 || pol.KeepBody(int64(len(inHand))))
-	ok := hc.attempts(&rs, up, svc, rt, path, u, query, inHand, body, complete, remain)
+	ok := hc.attempts(&rs, up, svc, rt, path, u, query, inHand, body, complete, remain, rs.deadline)
 	rs.end()
 	return ok
 }
@@ -98,9 +103,10 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 // a failed dial is retried on another endpoint up to ConnectAttempts
 // picks; beyond that, and for every other failure or a retriable
 // response, rs (nil: no retries) decides. Done is called exactly once for
-// every successful pick.
+// every successful pick. deadline (zero: none) bounds every attempt's wait
+// for its response head, and no attempt starts after it (timeout.go).
 func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Route, path string, u *url.URL, query string,
-	inHand, body []byte, complete bool, remain int64) bool {
+	inHand, body []byte, complete bool, remain int64, deadline time.Time) bool {
 	l := hc.l
 	// PickInfo lives in hc: passed to an interface method it would
 	// escape, one allocation per request.
@@ -134,7 +140,9 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 		hc.rec.Endpoint = addr
 		timeout := l.cfg.ResponseTimeout
 		if rs != nil {
-			timeout = rs.attemptTimeout(timeout)
+			timeout = rs.attemptTimeout(timeout) // rs.deadline includes deadline
+		} else if !deadline.IsZero() {
+			timeout = untilDeadline(timeout, deadline)
 		}
 		done := res.Done
 		if l.tr != nil {
@@ -142,24 +150,34 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 			done = hc.tracedDone(done)
 		}
 		start := time.Now()
-		uc, pump, err := hc.exchange(addr, body, complete, remain, rt, timeout)
+		uc, pump, err := hc.exchange(addr, body, complete, remain, rt, timeout, deadline)
 		if hc.why.on {
 			hc.why.attempt(addr, hc.resp.Status, err, timeout, rs)
 		}
 		if err != nil {
 			doneErr := err
-			if isClientBodyErr(err) {
-				// The client's body broke (or was too big): that says
-				// nothing about the endpoint, so the outcome is
-				// neutral, not a failure or a timeout of it.
+			if isClientBodyErr(err) || err == errClientGone {
+				// The client's body broke (or was too big), or the
+				// client left: that says nothing about the endpoint,
+				// so the outcome is neutral, not a failure or a
+				// timeout of it.
 				doneErr = context.Canceled
 			}
 			res.Done(balancer.DoneInfo{Err: doneErr, Duration: time.Since(start)})
 			if l.tr != nil {
 				hc.endAttempt(0, doneErr)
 			}
+			if err == errClientGone {
+				// Nobody to answer: the connection ends, and the
+				// record keeps status 0 (timeout_client.go).
+				return false
+			}
 			if isClientBodyErr(err) {
 				return hc.upstreamFailed(err, complete)
+			}
+			if pastDeadline(deadline) {
+				// Out of time, whatever this attempt's failure was.
+				return hc.upstreamFailed(errRequestTimeout, complete)
 			}
 			info.AddTried(addr)
 			lastErr = err
@@ -476,7 +494,10 @@ func (hc *h1conn) idempotent(rt *route.Route) bool {
 // response head into hc.resp. A reused connection that fails before any
 // response byte is replaced by a new one and the request sent again, once,
 // when the body is complete in hand and the request idempotent.
-func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, remain int64, rt *route.Route, timeout time.Duration) (*upConn, *bodyPump, error) {
+//
+// timeout bounds the wait for the response head from when the request is
+// all sent; deadline (zero: none) bounds it and a dial absolutely.
+func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, remain int64, rt *route.Route, timeout time.Duration, deadline time.Time) (*upConn, *bodyPump, error) {
 	l := hc.l
 	ep := l.pools.endpoint(addr)
 	// Every reused connection is checked first (one non-blocking peek):
@@ -489,19 +510,19 @@ func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, rema
 	for {
 		if uc == nil {
 			var err error
-			if uc, err = l.dialUpstream(l.baseCtx, ep, addr); err != nil {
+			if uc, err = hc.dial(ep, addr, deadline); err != nil {
 				return nil, nil, err
 			}
 		}
 		hc.cur.Store(uc)
-		pump, err := hc.roundTrip(uc, body, complete, remain, timeout)
+		pump, err := hc.roundTrip(uc, body, complete, remain, timeout, deadline)
 		if err == nil {
 			return uc, pump, nil
 		}
 		uc.close()
 		hc.cur.Store(nil)
 		var se *staleError
-		if errors.As(err, &se) && !retried && complete && hc.idempotent(rt) {
+		if errors.As(err, &se) && !retried && complete && hc.idempotent(rt) && !pastDeadline(deadline) {
 			l.log.Debug("reused upstream connection closed; sending again", "endpoint", addr.String(), "err", err)
 			retried = true
 			uc = nil
@@ -515,8 +536,10 @@ func (hc *h1conn) exchange(addr netip.AddrPort, body []byte, complete bool, rema
 }
 
 // roundTrip writes the request on uc and reads the response head. Errors
-// before any response byte on a reused connection are *staleError.
-func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64, timeout time.Duration) (*bodyPump, error) {
+// before any response byte on a reused connection are *staleError; a
+// client that left while the head was awaited is errClientGone
+// (timeout_client.go).
+func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64, timeout time.Duration, deadline time.Time) (*bodyPump, error) {
 	l := hc.l
 	stale := func(err error) error {
 		if uc.reused && isConnGone(err) {
@@ -533,13 +556,20 @@ func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64
 		}
 	}
 	var pump *bodyPump
+	var final time.Time // the response deadline; zero while a pump runs
 	if !complete {
 		// A reused connection keeps its last response deadline; the
-		// response deadline starts when the pump has sent the body.
-		uc.nc.SetReadDeadline(time.Time{})
-		pump = hc.startPump(uc, remain)
+		// response deadline starts when the pump has sent the body,
+		// and only the request's deadline bounds the wait till then.
+		uc.nc.SetReadDeadline(deadline)
+		pump = hc.startPump(uc, remain, deadline)
 	} else {
-		uc.nc.SetReadDeadline(time.Now().Add(timeout))
+		// Requests still waiting after clientCheckAfter look at the
+		// client from then on (see watchClient); the others cost
+		// nothing more than this deadline.
+		now := time.Now()
+		final = now.Add(timeout)
+		uc.nc.SetReadDeadline(earlier(final, now.Add(clientCheckAfter)))
 	}
 	uc.r, uc.w = 0, 0
 	got := false // a response byte came
@@ -605,6 +635,24 @@ func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64
 			got = true
 		}
 		if err != nil {
+			if n == 0 && deadlinePassed(err) {
+				f := final
+				if pump != nil {
+					// Once the pump sent the whole body it no longer
+					// reads the client; it set the response deadline.
+					if pf, ok := pump.sentAll(); ok {
+						f = pf
+					}
+				}
+				if time.Now().Before(f) {
+					// A check step, not the response deadline.
+					if hc.clientGone() {
+						return pump, hc.pumpFail(pump, errClientGone)
+					}
+					uc.nc.SetReadDeadline(earlier(f, time.Now().Add(clientCheckEvery)))
+					continue
+				}
+			}
 			if uc.w > uc.r && err == io.EOF {
 				eof = true
 				continue // parse what came before EOF, once

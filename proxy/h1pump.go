@@ -21,14 +21,19 @@ type bodyPump struct {
 
 	mu       sync.Mutex // orders the response deadline with gotHead
 	headSeen bool
+	// final is the response deadline set when the whole body was sent;
+	// read after result says so (the send orders them).
+	final time.Time
 
 	forced atomic.Bool // abort stopped it with past deadlines
 	sent   atomic.Bool // the body's last byte was written to the endpoint
 }
 
 // startPump starts copying: remain Content-Length bytes, or the rest of a
-// chunked body (hc.chunks is where the scanner stopped).
-func (hc *h1conn) startPump(uc *upConn, remain int64) *bodyPump {
+// chunked body (hc.chunks is where the scanner stopped). deadline (zero:
+// none) is the request's: the response deadline it sets once the body is
+// sent is no later.
+func (hc *h1conn) startPump(uc *upConn, remain int64, deadline time.Time) *bodyPump {
 	p := &bodyPump{hc: hc, uc: uc, result: make(chan error, 1)}
 	hc.c.SetReadDeadline(time.Time{}) // bodies have no deadline
 	go func() {
@@ -37,7 +42,11 @@ func (hc *h1conn) startPump(uc *upConn, remain int64) *bodyPump {
 			// The response deadline starts when the request is complete.
 			p.mu.Lock()
 			if !p.headSeen {
-				uc.nc.SetReadDeadline(time.Now().Add(hc.l.cfg.ResponseTimeout))
+				// From here the wait is the one roundTrip has for a
+				// body in hand, client checks included.
+				now := time.Now()
+				p.final = earlier(now.Add(hc.l.cfg.ResponseTimeout), deadline)
+				uc.nc.SetReadDeadline(earlier(p.final, now.Add(clientCheckAfter)))
 			}
 			p.mu.Unlock()
 		} else if isClientBodyErr(err) {
@@ -106,6 +115,18 @@ func (p *bodyPump) running() bool {
 		return false
 	default:
 		return true
+	}
+}
+
+// sentAll reports whether the pump has sent the whole body, and then the
+// response deadline it set (zero if the head came first).
+func (p *bodyPump) sentAll() (time.Time, bool) {
+	select {
+	case err := <-p.result:
+		p.result <- err
+		return p.final, err == nil
+	default:
+		return time.Time{}, false
 	}
 }
 

@@ -167,6 +167,14 @@ func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err er
 			clientErr = *e
 		}
 	}
+	if r.Context().Err() != nil {
+		// The client went away (or the drain's deadline ended every
+		// request): nobody reads an answer, and none is made, so that
+		// the record keeps status 0 as on the fast path
+		// (timeout_client.go) and no breaker counts it.
+		l.log.Debug("request abandoned by the client", "err", err)
+		return
+	}
 	switch {
 	case errors.As(err, &tooBig) || errors.As(clientErr, &tooBig):
 		l.writeError(w, r, http.StatusRequestEntityTooLarge, causeBodyTooLarge,
@@ -208,14 +216,22 @@ type upstreamTransport struct{ l *HTTPListener }
 // failed or its response was discarded, else when the response body is
 // finished (EOF, read error or Close).
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	l := t.l
 	x := exchangeOf(req.Context())
+	// The deadline of the response head over all attempts (timeout.go;
+	// zero: none); with grpcTimeout each attempt carries what is left of
+	// it as its grpc-timeout.
+	deadline, grpcTimeout := l.deadlineOf(req, x.route)
 	up, pol, budget := retryOf(x.up, x.route)
 	var rs *retryState
 	if pol != nil {
 		rs = &retryState{}
 		rs.begin(pol, budget, methodName([]byte(req.Method), false),
 			len(req.Header["Idempotency-Key"])+len(req.Header["X-Idempotency-Key"]) > 0, x.route.Config.Idempotent)
+		rs.bound(deadline)
+		deadline = rs.deadline
 	}
+	grpcTimeout = grpcTimeout && !deadline.IsZero()
 	var body *requestBody
 	if req.Body != nil && req.Body != http.NoBody {
 		// http.Transport closes the body when a round trip fails; the
@@ -227,15 +243,19 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		x.body = body
 	}
-	resp, err := t.attempts(req, up, rs, body)
+	resp, err := t.attempts(req, up, rs, body, deadline, grpcTimeout)
 	if rs != nil && resp == nil {
 		rs.end()
 	}
 	return resp, err
 }
 
-// attempts is RoundTrip's loop over picks.
-func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retryState, body *requestBody) (*http.Response, error) {
+// attempts is RoundTrip's loop over picks. deadline (zero: none) bounds
+// every attempt's wait for its response head, and no attempt starts after
+// it; with grpcTimeout each attempt carries what is left as its
+// grpc-timeout.
+func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retryState, body *requestBody,
+	deadline time.Time, grpcTimeout bool) (*http.Response, error) {
 	l := t.l
 	x := exchangeOf(req.Context())
 	tr := l.transport
@@ -270,13 +290,18 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			x.rec.Attempts++
 			x.rec.Endpoint = res.Endpoint.Addr
 		}
-		var stop func() bool // the per-try timer; nil without a retry policy
+		var stop func() bool // the per-try timer; nil without a retry policy or deadline
 		var cancel context.CancelFunc
+		d := untilDeadline(0, deadline)
 		if rs != nil {
-			if d := rs.attemptTimeout(0); d > 0 {
-				// The transport's ResponseTimeout still applies too.
-				out, stop, cancel = perTry(out, d)
-			}
+			d = rs.attemptTimeout(0) // rs.deadline is deadline
+		}
+		if d > 0 {
+			// The transport's ResponseTimeout still applies too.
+			out, stop, cancel = perTry(out, d)
+		}
+		if grpcTimeout {
+			setGRPCTimeout(out, deadline)
 		}
 		span := l.startAttemptSpan(out, x, res.Endpoint)
 		start := time.Now()
@@ -297,10 +322,21 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			if cancel != nil {
 				cancel()
 			}
-			res.Done(balancer.DoneInfo{Err: err, Duration: time.Since(start)})
-			endAttemptSpan(span, err)
+			doneErr := err
+			if req.Context().Err() != nil {
+				// The client left (net/http canceled the request's
+				// context): neutral, the endpoint is not at fault.
+				doneErr = context.Canceled
+			}
+			res.Done(balancer.DoneInfo{Err: doneErr, Duration: time.Since(start)})
+			endAttemptSpan(span, doneErr)
 			if req.Context().Err() != nil {
 				return nil, err
+			}
+			if pastDeadline(deadline) {
+				// Out of time, whatever this attempt's failure was.
+				l.log.Debug("request out of time", "err", err)
+				return nil, errRequestTimeout
 			}
 			info.AddTried(res.Endpoint.Addr)
 			lastErr = err

@@ -83,8 +83,12 @@ type retryState struct {
 	pol    *resilience.RetryPolicy
 	budget *resilience.Budget
 	start  time.Time
-	n      int  // attempts the policy counts so far (a free reconnect after a failed dial is not one)
-	held   bool // a retry taken from the budget is in flight
+	// deadline ends the request's attempts and backoffs: the policy's
+	// overall timeout or the route's (bound), whichever comes first;
+	// zero: none.
+	deadline time.Time
+	n        int  // attempts the policy counts so far (a free reconnect after a failed dial is not one)
+	held     bool // a retry taken from the budget is in flight
 	// backoff is the wait before the retry decide allowed last.
 	backoff time.Duration
 	// replayable says the request's body is kept whole (or it has none),
@@ -101,7 +105,17 @@ type retryState struct {
 func (rs *retryState) begin(pol *resilience.RetryPolicy, b *resilience.Budget, method string, idemKey, routeIdem bool) {
 	*rs = retryState{pol: pol, budget: b, start: time.Now(), n: 1,
 		method: method, idemKey: idemKey, routeIdem: routeIdem}
+	if t := pol.Config().Timeout; t > 0 {
+		rs.deadline = rs.start.Add(t)
+	}
 	b.Begin()
+}
+
+// bound makes the request's attempts end by deadline too (zero: no
+// change): the route's timeout and the policy's are one deadline, the
+// earlier (see timeout.go).
+func (rs *retryState) bound(deadline time.Time) {
+	rs.deadline = earlier(rs.deadline, deadline)
 }
 
 // end finishes the request's accounting: its last retry and itself.
@@ -115,7 +129,7 @@ func (rs *retryState) end() {
 
 // attemptTimeout bounds the wait for an attempt's response head: the
 // listener's response timeout, the policy's per-try timeout and what is
-// left of its overall timeout, whichever is least (at least 1ns: an
+// left until the request's deadline, whichever is least (at least 1ns: an
 // exhausted timeout fails the attempt at once).
 func (rs *retryState) attemptTimeout(respTimeout time.Duration) time.Duration {
 	t := respTimeout
@@ -123,13 +137,7 @@ func (rs *retryState) attemptTimeout(respTimeout time.Duration) time.Duration {
 	if c.PerTryTimeout > 0 && (t <= 0 || c.PerTryTimeout < t) {
 		t = c.PerTryTimeout
 	}
-	if c.Timeout > 0 {
-		left := c.Timeout - time.Since(rs.start)
-		if t <= 0 || left < t {
-			t = max(left, 1)
-		}
-	}
-	return t
+	return untilDeadline(t, rs.deadline)
 }
 
 // decide answers whether a finished attempt with outcome o is retried:
@@ -158,7 +166,7 @@ func (rs *retryState) decide(o resilience.Outcome, sent, replayable bool) (resil
 	// The backoff is drawn now: a retry whose wait would outlast the
 	// overall timeout is not taken, and the attempt's answer stands.
 	rs.backoff = rs.pol.Backoff(rs.n)
-	if c := rs.pol.Config(); c.Timeout > 0 && d.Retry && time.Since(rs.start)+rs.backoff >= c.Timeout {
+	if !rs.deadline.IsZero() && !time.Now().Add(rs.backoff).Before(rs.deadline) {
 		d.Retry, d.Reason = false, resilience.ReasonTimeout
 		return d, false
 	}

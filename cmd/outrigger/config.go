@@ -523,6 +523,7 @@ func (c *Config) validate() []fieldError {
 	c.validateAccessLog(add)
 	c.validateLimits(add, checkDur)
 	c.validateRetries(add, checkDur)
+	c.validateRouteTimeouts(add, checkDur)
 	for i, in := range c.Inbound {
 		p := fmt.Sprintf("inbound[%d]", i)
 		checkListener(p, in.Name, in.Listen)

@@ -100,6 +100,7 @@ func TestDiffConfig(t *testing.T) {
 		{name: "inbound forward updates in place", next: edit("forward: 127.0.0.1:8080", "forward: 127.0.0.1:8081"),
 			want: diffView{Updated: []string{"app"}}},
 		{name: "http routes", next: edit("value: /api}", "value: /v2}"), want: routesChanged},
+		{name: "http route timeout updates in place", next: edit("backends: [{service: api.shop}]}", "backends: [{service: api.shop}], timeout: 2s}"), want: routesChanged},
 		{name: "http route to a new service", next: edit("service: api.shop", "service: api2.shop"),
 			want: func() diffView {
 				v := routesChanged

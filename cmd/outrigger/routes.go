@@ -18,6 +18,9 @@ type RouteConfig struct {
 	RewritePrefix   string         `yaml:"rewrite_prefix" json:"rewrite_prefix,omitempty"`
 	RewriteHost     string         `yaml:"rewrite_host" json:"rewrite_host,omitempty"`
 	Idempotent      bool           `yaml:"idempotent" json:"idempotent,omitempty"`
+	// Timeout bounds the wait for the response head over all attempts
+	// (timeoutcfg.go); 0: none.
+	Timeout Duration `yaml:"timeout" json:"timeout,omitzero"`
 
 	// Admission control (limitscfg.go); all off unless set.
 	CircuitBreaker     *CircuitBreakerConfig `yaml:"circuit_breaker" json:"circuit_breaker,omitempty"`
@@ -105,6 +108,7 @@ func (o *OutboundConfig) routeConfig() (route.Config, error) {
 			RewritePrefix:   r.RewritePrefix,
 			RewriteHost:     r.RewriteHost,
 			Idempotent:      r.Idempotent,
+			Timeout:         max(r.Timeout.d, 0), // a negative one is reported by validateRouteTimeouts
 		}
 		for _, h := range r.Match.Headers {
 			out.Match.Headers = append(out.Match.Headers, route.HeaderMatch{Name: h.Name, Value: h.Value, Regex: h.Regex})

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/outrigger-mesh/outrigger/discovery"
 )
@@ -45,6 +46,11 @@ type RouteConfig struct {
 	RewriteHost string
 	// Idempotent marks the route's requests as safe to retry.
 	Idempotent bool
+	// Timeout bounds a request's wait for its response head, over every
+	// attempt and backoff, counted from when the proxy starts forwarding
+	// it (Gateway API's timeouts.request); 0 means none. Only with
+	// Backends. The engines enforce it (proxy's timeout.go).
+	Timeout time.Duration
 }
 
 // MatchConfig is the conditions a request must meet, all of them.
@@ -156,6 +162,12 @@ func (c Config) Validate() error {
 		v.action(p, r)
 		v.headerOps(p+".request_headers", r.RequestHeaders, true)
 		v.headerOps(p+".response_headers", r.ResponseHeaders, false)
+		switch {
+		case r.Timeout < 0:
+			v.add(p+".timeout", "must not be negative")
+		case r.Timeout > 0 && len(r.Backends) == 0:
+			v.add(p+".timeout", "applies only to a route with backends")
+		}
 	}
 	return errors.Join(v.errs...)
 }

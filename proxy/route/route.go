@@ -78,6 +78,7 @@ func compile(i int, rc RouteConfig) *Route {
 		RewritePrefix:   rc.RewritePrefix,
 		RewriteHost:     rc.RewriteHost,
 		Idempotent:      rc.Idempotent,
+		Timeout:         rc.Timeout,
 	}
 	if rc.Redirect != nil {
 		rd := *rc.Redirect
