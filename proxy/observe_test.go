@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
