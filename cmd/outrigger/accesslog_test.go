@@ -169,17 +169,23 @@ func TestAccessLogLinesFromRealRequests(t *testing.T) {
 			t.Errorf("line %d: client %q, want a loopback address", i, l.Client)
 		}
 	}
-	// bytes is compared on net/http's path only: the HTTP/1.1 fast path
-	// does not fill RequestRecord.BytesOut yet (an engine gap, reported),
-	// and the proxy's own error bodies are the engine's business.
+	// A request is logged once its response is written, so a later
+	// request's line can come first: match lines by request. Bytes is
+	// compared for the endpoint's answers; the proxy's own error bodies
+	// are the engine's business.
 	ignore := cmpopts.IgnoreFields(accessLine{}, "Time", "Duration", "Client")
-	for i := range 3 {
-		if diff := cmp.Diff(lines[i], want[i], ignore, cmpopts.IgnoreFields(accessLine{}, "Bytes")); diff != "" {
-			t.Errorf("line %d (-got +want):\n%s", i, diff)
-		}
+	byRequest := map[string]accessLine{}
+	for _, l := range lines {
+		byRequest[l.Protocol+" "+l.Authority+l.Path] = l
 	}
-	if diff := cmp.Diff(lines[3], want[3], ignore); diff != "" {
-		t.Errorf("HTTP/1.0 line (-got +want):\n%s", diff)
+	for i, w := range want {
+		opts := []cmp.Option{ignore}
+		if w.Cause != "" {
+			opts = append(opts, cmpopts.IgnoreFields(accessLine{}, "Bytes"))
+		}
+		if diff := cmp.Diff(byRequest[w.Protocol+" "+w.Authority+w.Path], w, opts...); diff != "" {
+			t.Errorf("line for request %d (-got +want):\n%s", i, diff)
+		}
 	}
 
 	// Log rotation: the file is moved away, SIGHUP reopens the path.

@@ -309,9 +309,12 @@ func TestReloadBindFailureChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	a1, a2 := freePort(t), freePort(t)
+	a1 := freePort(t)
 	good := rigConfig(fmt.Sprintf("  - {name: a, listen: %q, service: b.test}\n", a1))
 	r := startRig(t, good, servicesFile(echoGreeter(t, "b1"), echoGreeter(t, "c1")))
+	// Picked last, so that no listener this test starts on port 0 can
+	// have been given it meanwhile.
+	a2 := freePort(t)
 	st := r.reload(rigConfig(fmt.Sprintf("  - {name: a, listen: %q, service: c.test}\n  - {name: x, listen: %q, service: c.test}\n  - {name: y, listen: %q, service: c.test}\n",
 		a1, a2, taken.Addr().String())))
 	want := fmt.Sprintf(`listener "y": listen tcp %s: bind: address already in use`, taken.Addr())

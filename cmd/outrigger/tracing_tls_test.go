@@ -36,6 +36,11 @@ func TestTracingFileHTTPSWinsOverEnvHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.shutdown(ctx) // the exporter and batcher must not outlive the test (goleak)
+	})
 	_, sp := s.provider.Tracer("x").Start(context.Background(), "x")
 	sp.End()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
