@@ -295,3 +295,25 @@ func TestAppendWhyDuration(t *testing.T) {
 		}
 	}
 }
+
+// An endpoint's own X-Outrigger-Why never reaches the client: without the
+// debug field there is none, with it there is exactly one, the proxy's.
+func TestWhyEndpointFieldDropped(t *testing.T) {
+	for _, e := range retryEngines {
+		t.Run(e.name, func(t *testing.T) {
+			be := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set(WhyHeader, "listener=spoofed")
+				io.WriteString(w, "ok")
+			}))
+			base := whyProxy(t, e.cfg, newFakeUpstream(t, be.addr), nil, nil)
+			c := newClient(t, e.h2c)
+			if resp, _ := doWhy(t, c, base+"/api/x", ""); len(resp.Header.Values(WhyHeader)) != 0 {
+				t.Errorf("not asked: %s %q reached the client", WhyHeader, resp.Header.Values(WhyHeader))
+			}
+			resp, _ := doWhy(t, c, base+"/api/x", "why")
+			if v := resp.Header.Values(WhyHeader); len(v) != 1 || strings.Contains(v[0], "spoofed") {
+				t.Errorf("asked: %s %q, want the proxy's one", WhyHeader, v)
+			}
+		})
+	}
+}

@@ -392,8 +392,12 @@ func (hc *h1conn) readHead(maxHead int) (int, error) {
 		if err != nil {
 			if n > 0 {
 				if _, perr := h1.ParseRequest(hc.buf[hc.r:hc.w], maxHead, hc.fields[:], &hc.req); perr == nil {
-					// A complete request then EOF: answer it, as
-					// net/http does for a half-closed client.
+					// A complete request then EOF: forward it. As
+					// net/http (whose background read cancels the
+					// request at the EOF), a half-closed client
+					// counts as gone: it is answered only if the
+					// endpoint does before the client check
+					// (timeout_client.go) looks, after a second.
 					continue
 				}
 			}

@@ -389,7 +389,7 @@ func (hc *h1conn) appendRequestHead(b []byte, rt *route.Route, path string, u *u
 	var xff, xfp, xfh int // how many of each the client sent
 	for _, f := range req.Fields {
 		switch classify(f.Name) {
-		case fieldKeep:
+		case fieldKeep, fieldWhy:
 		case fieldTrailer:
 			if !req.Chunked {
 				continue
@@ -674,7 +674,7 @@ func (hc *h1conn) appendInterimHead(b []byte) []byte {
 	b = appendStatusLine(b, resp.Status, resp.Reason)
 	for _, f := range resp.Fields {
 		switch classify(f.Name) {
-		case fieldHop, fieldLength, fieldTrailer:
+		case fieldHop, fieldLength, fieldTrailer, fieldWhy:
 			continue
 		}
 		if resp.ConnOther && connNamed(resp.Fields, f.Name) {

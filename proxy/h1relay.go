@@ -78,7 +78,7 @@ func (hc *h1conn) relay(uc *upConn, pump *bodyPump, rt *route.Route, done func(b
 		n, err = hc.c.Write(avail[:k])
 		written = int64(n)
 	}
-	if resp.Chunked {
+	if resp.Chunked && !noBody {
 		written = 0
 		if err == nil {
 			written = hc.rchunks.Data
@@ -150,8 +150,8 @@ func (hc *h1conn) appendResponseHead(b []byte, rt *route.Route, noBody, clientCl
 	b = appendStatusLine(b, resp.Status, resp.Reason)
 	for _, f := range resp.Fields {
 		switch classify(f.Name) {
-		case fieldHop, fieldLength:
-			continue // framing is written below
+		case fieldHop, fieldLength, fieldWhy:
+			continue // framing is written below; the trail is the proxy's
 		case fieldTrailer:
 			if !resp.Chunked {
 				continue

@@ -166,6 +166,7 @@ const (
 	fieldXFH
 	fieldForwarded
 	fieldDebug // X-Outrigger-Debug: read by the proxy (debugwhy.go), never forwarded
+	fieldWhy   // X-Outrigger-Why: written by the proxy alone, an endpoint's is dropped
 )
 
 // classify returns a field name's class.
@@ -201,6 +202,9 @@ func classify(name []byte) int {
 	case 15:
 		if h1.EqualFold(name, "x-forwarded-for") {
 			return fieldXFF
+		}
+		if h1.EqualFold(name, "x-outrigger-why") {
+			return fieldWhy
 		}
 	case 16:
 		if h1.EqualFold(name, "proxy-connection") || h1.EqualFold(name, "x-forwarded-host") {

@@ -143,6 +143,9 @@ func (l *HTTPListener) modifyResponse(resp *http.Response) error {
 		resp.Header.Set("Connection", "close")
 	}
 	resp.Header["Via"] = append(resp.Header["Via"], viaValue(resp.ProtoMajor, resp.ProtoMinor))
+	// An endpoint's own trail field would pass for the proxy's: only
+	// this hop writes one, and only when asked.
+	delete(resp.Header, WhyHeader)
 	applyHeaderOps(resp.Header, x.route.Config.ResponseHeaders)
 	if x.why != nil {
 		resp.Header.Set(WhyHeader, x.why.value(l.cfg.Name, ""))
@@ -171,9 +174,12 @@ func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err er
 		// The client went away (or the drain's deadline ended every
 		// request): nobody reads an answer, and none is made, so that
 		// the record keeps status 0 as on the fast path
-		// (timeout_client.go) and no breaker counts it.
+		// (timeout_client.go) and no breaker counts it. Returning
+		// without a write would make net/http send an empty 200 (to a
+		// client that only half-closed, say): abort instead — HTTP/1
+		// closes without a response, HTTP/2 resets the stream.
 		l.log.Debug("request abandoned by the client", "err", err)
-		return
+		panic(http.ErrAbortHandler)
 	}
 	switch {
 	case errors.As(err, &tooBig) || errors.As(clientErr, &tooBig):
@@ -301,7 +307,15 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			out, stop, cancel = perTry(out, d)
 		}
 		if grpcTimeout {
-			setGRPCTimeout(out, deadline)
+			// The endpoint gets what this attempt may take: the
+			// per-try bound when it is the nearer one.
+			dl := deadline
+			if d > 0 {
+				if t := time.Now().Add(d); dl.IsZero() || t.Before(dl) {
+					dl = t
+				}
+			}
+			setGRPCTimeout(out, dl)
 		}
 		span := l.startAttemptSpan(out, x, res.Endpoint)
 		start := time.Now()

@@ -124,7 +124,10 @@ func TestRouteTimeoutAcrossRetries(t *testing.T) {
 			for _, b := range bes {
 				seen += b.n.Load()
 			}
-			if seen < 1 || seen > 2 || len(dones) != int(seen) {
+			// An attempt can be picked and cut by the deadline before
+			// its backend's handler counted it: attempts may exceed
+			// what the backends saw by one.
+			if seen < 1 || seen > 2 || len(dones) < int(seen) || len(dones) > 2 {
 				t.Errorf("backends saw %d requests and %d attempts were made; want 1 or 2 (the attempts that fit in 250ms)", seen, len(dones))
 			}
 			if recs[0].Attempts != len(dones) {
