@@ -121,8 +121,12 @@
 // read to its end within MaxReplayBody). A response retried on its status
 // (or gRPC status) is discarded whole, drained to keep its connection when
 // small; the client gets the last attempt's response, or for a
-// connection failure, reset or timeout the proxy's own 502 or 504. Done
-// is still called exactly once per pick, a discarded attempt's at once.
+// connection failure, reset or timeout the proxy's own 502 or 504. Such a
+// response is held until the retry's endpoint is picked (after the
+// backoff): when none is left (the picker emptied, or the attempt's own
+// Done ejected the last endpoint), it is the answer after all. Done
+// is still called exactly once per pick, a retried attempt's at once,
+// before the next Pick, so that the picker sees its outcome.
 // Per-try timeouts bound the wait for each response head.
 //
 // Request smuggling (RFC 9112 §11.2): the fast path refuses with 400 and

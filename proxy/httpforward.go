@@ -265,13 +265,14 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 		tr = l.h2
 	}
 	var info balancer.PickInfo
-	var lastErr error // the previous attempt's error, when it failed
-	dials := 0        // failed dials
+	var lastErr error            // the previous attempt's error, when it failed
+	dials := 0                   // failed dials
+	var next balancer.PickResult // picked while a retried response was held (Endpoint nil: none)
 	for {
-		res, err := up.Pick(&info)
-		if err == nil && res.Endpoint == nil {
-			res.Done(balancer.DoneInfo{Err: errors.New("pick returned no endpoint")})
-			err = errors.New("upstream returned a pick without an endpoint")
+		res, err := next, error(nil)
+		next = balancer.PickResult{}
+		if res.Endpoint == nil {
+			res, err = pickEndpoint(up, &info)
 		}
 		if err != nil {
 			if lastErr != nil {
@@ -363,33 +364,54 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			}
 			return nil, err
 		}
+		done := tracedDone(span, resp.StatusCode, res.Done)
 		if rs != nil {
 			o, grpcBody := t.responseOutcome(req, resp, body, rs.pol.RetriesGRPC())
 			if grpcBody != nil {
 				resp.Body = grpcBody
 			}
 			if d, ok := rs.decide(o, true, body.replayable()); ok {
-				// None of the response reaches the client; its
-				// connection is kept when the body is small.
-				discardBody(resp.Body)
-				if cancel != nil {
-					cancel()
-				}
-				doneDiscarded(tracedDone(span, resp.StatusCode, res.Done), resp.StatusCode, o, start)
+				// The attempt's outcome goes to its endpoint before the
+				// next Pick, as for any finished attempt: the picker
+				// must see it (an ejection or a tripped breaker it
+				// causes, a least-request count), or the retry could go
+				// to the very endpoint this response just ejected, past
+				// its breaker. The response itself is held until the
+				// next endpoint is picked, after the backoff: when none
+				// is (that Done ejected the last one, or the picker
+				// emptied), it is the client's answer after all
+				// (doc.go).
+				doneDiscarded(done, resp.StatusCode, o, start)
+				done = doneReported
 				info.AddTried(res.Endpoint.Addr)
-				lastErr = nil
-				l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", resp.StatusCode, "reason", string(d.Reason), "attempt", rs.n)
 				if !rs.wait(req.Context()) {
+					// The client left: nobody reads an answer.
+					discardBody(resp.Body)
+					if cancel != nil {
+						cancel()
+					}
 					return nil, context.Canceled
 				}
-				if x.rec != nil {
-					x.rec.Retries++
+				var perr error
+				if next, perr = pickEndpoint(up, &info); perr == nil {
+					// None of the response reaches the client; its
+					// connection is kept when the body is small.
+					discardBody(resp.Body)
+					if cancel != nil {
+						cancel()
+					}
+					lastErr = nil
+					l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", resp.StatusCode, "reason", string(d.Reason), "attempt", rs.n)
+					if x.rec != nil {
+						x.rec.Retries++
+					}
+					continue
 				}
-				continue
+				rs.cancelRetry()
+				l.log.Debug("not retrying: no endpoint to retry on", "endpoint", res.Endpoint.ID, "status", resp.StatusCode, "err", perr)
 			}
 		}
-		rb := &responseBody{rc: resp.Body, done: res.Done, start: start, ctx: req.Context(), rs: rs, cancel: cancel}
-		rb.done = tracedDone(span, resp.StatusCode, rb.done)
+		rb := &responseBody{rc: resp.Body, done: done, start: start, ctx: req.Context(), rs: rs, cancel: cancel}
 		if resp.StatusCode >= 500 && resp.StatusCode < 600 {
 			rb.status = &statusErrors[resp.StatusCode-500]
 		} else if l.cfg.GRPC {

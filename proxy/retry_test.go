@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/proxy/route"
 	"github.com/outrigger-mesh/outrigger/resilience"
 )
@@ -440,4 +441,81 @@ func startHTTPProxyListener(t *testing.T, l *HTTPListener) string {
 		wg.Wait()
 	})
 	return srv.Addrs()[l.Name()].String()
+}
+
+// ejectOnFailure wraps up so that a pick's Done with an error removes
+// every endpoint, as outlier detection ejecting the last endpoint does.
+type ejectOnFailure struct{ *fakeUpstream }
+
+func (e ejectOnFailure) Pick(info *balancer.PickInfo) (balancer.PickResult, error) {
+	res, err := e.fakeUpstream.Pick(info)
+	if err != nil {
+		return res, err
+	}
+	done := res.Done
+	res.Done = func(d balancer.DoneInfo) {
+		done(d)
+		if d.Err != nil {
+			e.set()
+		}
+	}
+	return res, nil
+}
+
+// waitBudgetIdle waits until b counts no request and no retry in flight.
+func waitBudgetIdle(t *testing.T, b *resilience.Budget) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for b.Active() != 0 || b.Retrying() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("budget: %d requests and %d retries still in flight", b.Active(), b.Retrying())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A response the policy would retry, when no endpoint is left to retry
+// on (its own Done ejected the last one, or the picker emptied while it
+// was awaited), is the client's answer: the endpoint's own 503, never the
+// proxy's no_endpoints. Its pick gets one Done, reported before the next
+// Pick (else the ejection could not be seen), and the retry the budget
+// lent is given back.
+func TestRetryThenPickFailsKeepsResponse(t *testing.T) {
+	for _, e := range retryEngines {
+		for _, how := range []string{"ejected by its Done", "picker emptied"} {
+			t.Run(e.name+"/"+how, func(t *testing.T) {
+				var fake *fakeUpstream
+				a := startCounted(t, "a", func(_ int64, w http.ResponseWriter, _ *http.Request) {
+					if how == "picker emptied" {
+						fake.set()
+					}
+					w.WriteHeader(http.StatusServiceUnavailable)
+					io.WriteString(w, "failing: a")
+				})
+				fake = newFakeUpstream(t, a.addr)
+				var up Upstream = fake
+				if how == "ejected by its Done" {
+					up = ejectOnFailure{fake}
+				}
+				r := newRetry(t, resilience.RetryConfig{Attempts: 2, On: []string{"503"}}, resilience.BudgetConfig{})
+				url, rec := retryProxy(t, e.cfg, up, r)
+				status, from, cause, body := sendRetry(t, newClient(t, e.h2c), "GET", url+"/", nil)
+				if status != 503 || from != "a" || cause != "" || body != "failing: a" {
+					t.Errorf("got %d from %q (cause %q): %q; want a's own 503", status, from, cause, body)
+				}
+				dones := assertDonesMatchPicks(t, fake)
+				var se *StatusError
+				if len(dones) != 1 || !errors.As(dones[0].info.Err, &se) || se.Code != 503 {
+					t.Errorf("Done calls %+v; want one, a's 503", dones)
+				}
+				if calls, _, _ := fake.stats(); calls != 2 {
+					t.Errorf("%d Pick calls, want 2 (the retry's failed)", calls)
+				}
+				waitBudgetIdle(t, r.Budget)
+				if got := rec.all(); len(got) != 1 || got[0].Attempts != 1 || got[0].Retries != 0 || got[0].Status != 503 {
+					t.Errorf("records %+v, want one with status 503, 1 attempt and no retry", got)
+				}
+			})
+		}
+	}
 }
