@@ -157,9 +157,10 @@ func (l *HTTPListener) modifyResponse(resp *http.Response) error {
 // for a whole one.
 func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		dialErr *DialError
-		tooBig  *http.MaxBytesError
-		netErr  net.Error
+		dialErr   *DialError
+		tooBig    *http.MaxBytesError
+		netErr    net.Error
+		switchErr *switchError
 	)
 	var clientErr error
 	if b := exchangeOf(r.Context()).body; b != nil {
@@ -194,6 +195,9 @@ func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err er
 			l.log.Warn("requests failing: no endpoints", "service", exchangeOf(r.Context()).service, "err", err, "suppressed", n)
 		}
 		l.writeError(w, r, http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
+	case errors.As(err, &switchErr):
+		l.log.Debug("upstream exchange failed", "err", err)
+		l.writeError(w, r, http.StatusBadGateway, causeUpstreamReset, "upstream switched to another protocol than requested", true)
 	case r.Context().Err() == nil && errors.As(err, &netErr) && netErr.Timeout():
 		l.writeError(w, r, http.StatusGatewayTimeout, causeUpstreamTimeout, "upstream timeout", false)
 	default:
@@ -315,6 +319,16 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 				err = context.DeadlineExceeded
 			}
 			err = &perTryTimeoutError{err}
+		}
+		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+			if serr := checkSwitch(out, resp); serr != nil {
+				// ReverseProxy would answer it through its ErrorHandler
+				// without closing the body: Done never called, the
+				// connection and the per-try context kept. A failed
+				// attempt instead, its connection closed.
+				resp.Body.Close()
+				resp, err = nil, serr
+			}
 		}
 		if x.why != nil {
 			x.why.attemptHTTP(res.Endpoint.Addr, resp, err, rs)
@@ -627,6 +641,45 @@ func (b *responseBody) finish(err error) {
 	if b.rs != nil {
 		b.rs.end()
 	}
+}
+
+// switchError is a 101 Switching Protocols that cannot be tunneled: to
+// another protocol than the request asked for (or none), or without a
+// connection to tunnel over.
+type switchError struct{ got, want string }
+
+func (e *switchError) Error() string {
+	return fmt.Sprintf("upstream switched protocols to %q when %q was requested", e.got, e.want)
+}
+
+// checkSwitch returns a *switchError for a 101 response to req that
+// ReverseProxy would not tunnel (handleUpgradeResponse): its Upgrade
+// token not printable ASCII or not the request's (ASCII
+// case-insensitive, each counted only when Connection lists "upgrade"),
+// or a body that is not the connection.
+func checkSwitch(req *http.Request, resp *http.Response) error {
+	want, got := upgradeToken(req.Header), upgradeToken(resp.Header)
+	for i := 0; i < len(got); i++ {
+		if got[i] < ' ' || got[i] > '~' {
+			return &switchError{got, want}
+		}
+	}
+	if !strings.EqualFold(got, want) {
+		return &switchError{got, want}
+	}
+	if _, ok := resp.Body.(io.ReadWriteCloser); !ok {
+		return &switchError{got, want}
+	}
+	return nil
+}
+
+// upgradeToken is the Upgrade field of h when its Connection lists
+// "upgrade", else "" (as ReverseProxy reads it).
+func upgradeToken(h http.Header) string {
+	if !headerHasToken(h, "Connection", "upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
 }
 
 // upgradeBody is the body of a 101 response: the endpoint's side of the
