@@ -99,7 +99,8 @@
 // answer a refusal at once (429 rate_limited with Retry-After, 503
 // overflow, 503 circuit_open; gRPC statuses on gRPC calls); nothing is
 // queued. The route breaker gets each admitted request's outcome once,
-// after its last attempt, from the status the client got. All of it is
+// after its last attempt, from the status the client got (a body the
+// endpoint broke after the head counts as a reset). All of it is
 // atomics on the request path: no lock, and no allocation on the fast path.
 //
 // gRPC (HTTPConfig.GRPC, upstream h2c): calls are balanced per call like any

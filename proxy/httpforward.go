@@ -436,6 +436,9 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			// must stay an io.ReadWriteCloser.
 			resp.Body = &upgradeBody{responseBody: rb, w: rwc}
 		} else {
+			// A tunnel's body is read on ReverseProxy's copying
+			// goroutines: only this one is read where the record is.
+			rb.rec = x.rec
 			resp.Body = rb
 		}
 		return resp, nil
@@ -601,6 +604,7 @@ type responseBody struct {
 	ctx      context.Context
 	status   *StatusError
 	grpc     *http.Response // on a gRPC listener: read its status at EOF
+	rec      *RequestRecord // the request's record (nil: none); read on the handler's goroutine only
 	finished atomic.Bool
 }
 
@@ -615,6 +619,11 @@ func (b *responseBody) Read(p []byte) (int, error) {
 			}
 			b.finish(nil)
 		} else {
+			if b.rec != nil && b.ctx.Err() == nil {
+				// The endpoint broke the body after the head: as on
+				// the fast path (h1relay.go).
+				b.rec.Cause = causeUpstreamReset
+			}
 			b.finish(err)
 		}
 	}
