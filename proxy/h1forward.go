@@ -578,7 +578,7 @@ func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64
 		// response deadline starts when the pump has sent the body,
 		// and only the request's deadline bounds the wait till then.
 		uc.nc.SetReadDeadline(deadline)
-		pump = hc.startPump(uc, remain, deadline)
+		pump = hc.startPump(uc, remain, timeout, deadline)
 	} else {
 		// Requests still waiting after clientCheckAfter look at the
 		// client from then on (see watchClient); the others cost

@@ -519,3 +519,37 @@ func TestRetryThenPickFailsKeepsResponse(t *testing.T) {
 		}
 	}
 }
+
+// A request whose body streams (1 MiB, past the fast path's read buffer)
+// to an endpoint that reads it whole and then does not answer ends by
+// the per-try timeout, not the listener's much longer response_timeout:
+// 504, the attempt a timeout (a streamed body is not kept, so there is no
+// retry).
+func TestRetryPerTryTimeoutStreamedBody(t *testing.T) {
+	for _, e := range retryEngines {
+		t.Run(e.name, func(t *testing.T) {
+			g := newGate(t)
+			slow := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				select {
+				case <-g.ch:
+				case <-r.Context().Done():
+				}
+			}))
+			up := newFakeUpstream(t, slow.addr)
+			cfg := e.cfg
+			cfg.ResponseTimeout = time.Hour // the client gives up after waitLimit
+			url, _ := retryProxy(t, cfg, up, newRetry(t, resilience.RetryConfig{
+				Attempts: 2, PerTryTimeout: 100 * time.Millisecond, On: []string{resilience.RetryReset}}, resilience.BudgetConfig{}))
+			body := bytes.Repeat([]byte("x"), 1<<20)
+			status, _, cause, got := sendRetry(t, newClient(t, e.h2c), "PUT", url+"/", body)
+			if status != http.StatusGatewayTimeout || cause != causeUpstreamTimeout {
+				t.Errorf("got %d (cause %q): %q; want 504 upstream_timeout", status, cause, got)
+			}
+			dones := assertDonesMatchPicks(t, up)
+			if len(dones) != 1 || resilience.KindOf(dones[0].info.Err) != resilience.KindTimeout {
+				t.Errorf("Done calls %+v; want one timeout", dones)
+			}
+		})
+	}
+}
