@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -549,6 +551,56 @@ func TestRetryPerTryTimeoutStreamedBody(t *testing.T) {
 			dones := assertDonesMatchPicks(t, up)
 			if len(dones) != 1 || resilience.KindOf(dones[0].info.Err) != resilience.KindTimeout {
 				t.Errorf("Done calls %+v; want one timeout", dones)
+			}
+		})
+	}
+}
+
+// Interim responses reach the client as they come, also from an attempt
+// whose final response is then retried (doc.go): HTTP allows several
+// before the final one (RFC 9110 §15.2), and holding them would defeat
+// 103 Early Hints. The retried 503 itself never reaches the client.
+func TestRetryInterimRelayedFromRetriedAttempt(t *testing.T) {
+	for _, e := range retryEngines {
+		t.Run(e.name, func(t *testing.T) {
+			a := startCounted(t, "a", func(_ int64, w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Link", "</a.css>; rel=preload")
+				w.WriteHeader(http.StatusEarlyHints)
+				w.Header().Del("Link")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				io.WriteString(w, "failing: a")
+			})
+			b := startCounted(t, "b", nil)
+			up := newFakeUpstream(t, a.addr, b.addr)
+			url, _ := retryProxy(t, e.cfg, up,
+				newRetry(t, resilience.RetryConfig{Attempts: 2, On: []string{"503"}}, resilience.BudgetConfig{}))
+			var mu sync.Mutex
+			var interim []string
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+					mu.Lock()
+					interim = append(interim, fmt.Sprintf("%d %s", code, h.Get("Link")))
+					mu.Unlock()
+					return nil
+				},
+			})
+			req, err := http.NewRequestWithContext(ctx, "GET", url+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := newClient(t, e.h2c).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok from b" {
+				t.Errorf("got %d: %q; want b's 200", resp.StatusCode, body)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if diff := cmp.Diff(interim, []string{"103 </a.css>; rel=preload"}); diff != "" {
+				t.Errorf("interim responses (-got +want):\n%s", diff)
 			}
 		})
 	}
