@@ -344,6 +344,10 @@ func requestOutcome(status int, cause string) resilience.Outcome {
 	switch {
 	case status == 0, cause == causeBadRequest, cause == causeBodyTooLarge:
 		return resilience.Outcome{Kind: resilience.KindCanceled}
+	case cause == causeUpstreamReset:
+		// The proxy's 502, or the endpoint's status whose body the
+		// endpoint broke after the head (h1relay.go, responseBody).
+		return resilience.Outcome{Kind: resilience.KindReset}
 	}
 	return resilience.Response(status)
 }

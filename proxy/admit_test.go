@@ -400,3 +400,51 @@ func TestAdmitGRPCRefusal(t *testing.T) {
 		t.Errorf("(-got +want):\n%s", diff)
 	}
 }
+
+// An endpoint that sends a 200 head and then breaks its body (closes the
+// connection before Content-Length's end) fails the request for the
+// route's breaker on both engines, as a reset: the client got the 200,
+// cut short. The record keeps status 200 and says upstream_reset.
+func TestAdmitRouteBreakerBodyBroken(t *testing.T) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			addr := startBackend(t, func(c *net.TCPConn) {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				// Enough body that net/http's path flushes the head too.
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", 32<<10))
+			})
+			rl := NewRouteLimits("all", RouteLimitsConfig{Breaker: resilience.BreakerConfig{ConsecutiveFailures: 3, OpenTime: time.Hour}}, nil)
+			cfg := e.cfg
+			cfg.Name, cfg.Listen = "test", "127.0.0.1:0"
+			rec := &recorder{}
+			l := NewHTTPListener(cfg, nil, nil, Options{Observer: rec})
+			l.SetRouting(routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web", addr)},
+				&Admission{Routes: []*RouteLimits{rl}})
+			url := "http://" + startHTTPProxyListener(t, l) + "/"
+			c := fromAddr(t, "127.0.0.1", e.h2c)
+			for i := range 3 {
+				resp, err := c.Get(url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || err == nil {
+					t.Errorf("request %d: status %d, body error %v; want 200 and a broken body", i, resp.StatusCode, err)
+				}
+			}
+			for deadline := time.Now().Add(waitLimit); rl.Breaker().State() != resilience.BreakerOpen || len(rec.all()) < 3; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("after %v: breaker %v (want open), %d records", waitLimit, rl.Breaker().State(), len(rec.all()))
+				}
+			}
+			for _, r := range rec.all() {
+				if r.Status != 200 || r.Cause != causeUpstreamReset {
+					t.Errorf("record: status %d cause %q; want 200 upstream_reset", r.Status, r.Cause)
+				}
+			}
+		})
+	}
+}

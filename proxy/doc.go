@@ -99,7 +99,8 @@
 // answer a refusal at once (429 rate_limited with Retry-After, 503
 // overflow, 503 circuit_open; gRPC statuses on gRPC calls); nothing is
 // queued. The route breaker gets each admitted request's outcome once,
-// after its last attempt, from the status the client got. All of it is
+// after its last attempt, from the status the client got (a body the
+// endpoint broke after the head counts as a reset). All of it is
 // atomics on the request path: no lock, and no allocation on the fast path.
 //
 // gRPC (HTTPConfig.GRPC, upstream h2c): calls are balanced per call like any
@@ -120,10 +121,18 @@
 // (the fast path: all in the read buffer at send time; net/http's path:
 // read to its end within MaxReplayBody). A response retried on its status
 // (or gRPC status) is discarded whole, drained to keep its connection when
-// small; the client gets the last attempt's response, or for a
-// connection failure, reset or timeout the proxy's own 502 or 504. Done
-// is still called exactly once per pick, a discarded attempt's at once.
-// Per-try timeouts bound the wait for each response head.
+// small; interim (1xx) responses before it were relayed as they came (HTTP
+// allows several before the final one, and holding them back would defeat
+// 103 Early Hints). The client gets the last attempt's response, or for a
+// connection failure, reset or timeout the proxy's own 502 or 504. A
+// retried response is held until the retry's endpoint is picked (after
+// the backoff): when none is left (the picker emptied, or the attempt's own
+// Done ejected the last endpoint), it is the answer after all. Done
+// is still called exactly once per pick, a retried attempt's at once,
+// before the next Pick, so that the picker sees its outcome.
+// Per-try timeouts bound the wait for each response head: on the fast
+// path from when the request is all sent (a streamed body too), on
+// net/http's path from the attempt's start.
 //
 // Request smuggling (RFC 9112 §11.2): the fast path refuses with 400 and
 // closes (X-Outrigger-Error: bad_request) Content-Length with

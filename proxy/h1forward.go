@@ -112,13 +112,14 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 	// escape, one allocation per request.
 	info := &hc.info
 	*info = balancer.PickInfo{}
-	var lastErr error // the previous attempt's error, when it failed
-	dials := 0        // failed dials
+	var lastErr error            // the previous attempt's error, when it failed
+	dials := 0                   // failed dials
+	var next balancer.PickResult // picked while a retried response was held (Endpoint nil: none)
 	for {
-		res, err := up.Pick(info)
-		if err == nil && res.Endpoint == nil {
-			res.Done(balancer.DoneInfo{Err: errors.New("pick returned no endpoint")})
-			err = errors.New("upstream returned a pick without an endpoint")
+		res, err := next, error(nil)
+		next = balancer.PickResult{}
+		if res.Endpoint == nil {
+			res, err = pickEndpoint(up, info)
 		}
 		if err != nil {
 			if lastErr != nil {
@@ -200,18 +201,33 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 		if rs != nil && pump == nil {
 			status := hc.resp.Status
 			if d, ok := rs.decide(resilience.Response(status), true, rs.replayable); ok {
+				// The attempt's outcome goes to its endpoint before the
+				// next Pick, as for any finished attempt: the picker
+				// must see it (an ejection or a tripped breaker it
+				// causes, a least-request count), or the retry could go
+				// to the very endpoint this response just ejected, past
+				// its breaker. The response itself is held until the
+				// next endpoint is picked, after the backoff: when none
+				// is (that Done ejected the last one, the picker
+				// emptied, the listener is shutting down), it is the
+				// client's answer after all (doc.go).
+				done(balancer.DoneInfo{Err: statusDoneErr(status), Duration: time.Since(start)})
+				info.AddTried(addr)
+				var perr error
+				if perr = errListenerClosed; rs.wait(l.baseCtx) {
+					next, perr = pickEndpoint(up, info)
+				}
+				if perr != nil {
+					rs.cancelRetry()
+					l.log.Debug("not retrying: no endpoint to retry on", "endpoint", res.Endpoint.ID, "status", status, "err", perr)
+					return hc.relay(uc, pump, rt, doneReported, start)
+				}
 				// The response is thrown away: none of it reaches the
 				// client, and its connection is kept if it can be.
 				keep := hc.discard(uc)
 				hc.finishUpstream(uc, nil, keep)
-				done(balancer.DoneInfo{Err: statusDoneErr(status), Duration: time.Since(start)})
-				info.AddTried(addr)
 				lastErr = nil
 				l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", status, "reason", string(d.Reason), "attempt", rs.n)
-				if !rs.wait(l.baseCtx) {
-					// The listener is shutting down.
-					return hc.writeError(502, causeUpstreamReset, "upstream connection reset", true) && false
-				}
 				hc.rec.Retries++
 				hc.resend(rt, path, u, query, inHand, body)
 				continue
@@ -562,7 +578,7 @@ func (hc *h1conn) roundTrip(uc *upConn, body []byte, complete bool, remain int64
 		// response deadline starts when the pump has sent the body,
 		// and only the request's deadline bounds the wait till then.
 		uc.nc.SetReadDeadline(deadline)
-		pump = hc.startPump(uc, remain, deadline)
+		pump = hc.startPump(uc, remain, timeout, deadline)
 	} else {
 		// Requests still waiting after clientCheckAfter look at the
 		// client from then on (see watchClient); the others cost

@@ -30,10 +30,11 @@ type bodyPump struct {
 }
 
 // startPump starts copying: remain Content-Length bytes, or the rest of a
-// chunked body (hc.chunks is where the scanner stopped). deadline (zero:
-// none) is the request's: the response deadline it sets once the body is
-// sent is no later.
-func (hc *h1conn) startPump(uc *upConn, remain int64, deadline time.Time) *bodyPump {
+// chunked body (hc.chunks is where the scanner stopped). Once the body is
+// sent it sets the response deadline: timeout from then (the attempt's:
+// the listener's response timeout or the retry policy's per-try timeout,
+// the lesser), and no later than deadline (zero: none), the request's.
+func (hc *h1conn) startPump(uc *upConn, remain int64, timeout time.Duration, deadline time.Time) *bodyPump {
 	p := &bodyPump{hc: hc, uc: uc, result: make(chan error, 1)}
 	hc.c.SetReadDeadline(time.Time{}) // bodies have no deadline
 	go func() {
@@ -45,7 +46,7 @@ func (hc *h1conn) startPump(uc *upConn, remain int64, deadline time.Time) *bodyP
 				// From here the wait is the one roundTrip has for a
 				// body in hand, client checks included.
 				now := time.Now()
-				p.final = earlier(now.Add(hc.l.cfg.ResponseTimeout), deadline)
+				p.final = earlier(now.Add(timeout), deadline)
 				uc.nc.SetReadDeadline(earlier(p.final, now.Add(clientCheckAfter)))
 			}
 			p.mu.Unlock()

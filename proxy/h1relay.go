@@ -102,6 +102,13 @@ func (hc *h1conn) relay(uc *upConn, pump *bodyPump, rt *route.Route, done func(b
 	}
 	hc.rec.BytesOut = written
 	bodyDone = err == nil && upErr == nil
+	if upErr != nil {
+		// The endpoint broke its body after the head: the client keeps
+		// the status it got, cut short (the connection closes), and
+		// the cause says why, for the logs, metrics and the route's
+		// breaker (requestOutcome), as on net/http's path.
+		hc.rec.Cause = causeUpstreamReset
+	}
 
 	outcome := upErr
 	if outcome == nil && err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/outrigger-mesh/outrigger/proxy/route"
+	"github.com/outrigger-mesh/outrigger/resilience"
 )
 
 // A minimal RFC 6455 implementation, enough to test a real WebSocket
@@ -479,4 +480,55 @@ func wsHasToken(h http.Header, name, token string) bool {
 		}
 	}
 	return false
+}
+
+// An endpoint that answers a WebSocket handshake with 101 to another
+// protocol (or without naming one) gets no tunnel: the client gets 502
+// upstream_reset and its connection closes, the endpoint's connection is
+// closed, its pick gets one Done with the failure, and the request leaves
+// the retry budget (ReverseProxy answered such a 101 without closing its
+// body: no Done, the budget's count and the socket leaked).
+func TestWebSocketSwitchToOtherProtocol(t *testing.T) {
+	for _, e := range []struct {
+		name string
+		cfg  HTTPConfig
+	}{{"fast path handoff", HTTPConfig{}}, {"net/http", HTTPConfig{NetHTTPOnly: true}}} {
+		for _, a := range []struct{ name, answer string }{
+			{"other protocol", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"},
+			{"no Connection upgrade", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"},
+		} {
+			t.Run(e.name+"/"+a.name, func(t *testing.T) {
+				closed := make(chan struct{}, 1)
+				addr := startBackend(t, func(c *net.TCPConn) {
+					br := bufio.NewReader(c)
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, a.answer)
+					io.Copy(io.Discard, br) // until the proxy closes it
+					closed <- struct{}{}
+				})
+				up := newFakeUpstream(t, addr)
+				r := newRetry(t, resilience.RetryConfig{Attempts: 2, On: []string{"503"}}, resilience.BudgetConfig{})
+				url, _ := retryProxy(t, e.cfg, up, r)
+				status, closedConn := rawExchange(t, strings.TrimPrefix(url, "http://"), rawRequest("GET /ws HTTP/1.1",
+					"Host: ws.example", "Upgrade: websocket", "Connection: Upgrade",
+					"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"))
+				if status != http.StatusBadGateway || !closedConn {
+					t.Errorf("client got %d, connection closed %v; want 502 and closed", status, closedConn)
+				}
+				dones := assertDonesMatchPicks(t, up)
+				var se *switchError
+				if len(dones) != 1 || !errors.As(dones[0].info.Err, &se) {
+					t.Errorf("Done calls %+v; want one, with the switch error", dones)
+				}
+				select {
+				case <-closed:
+				case <-time.After(waitLimit):
+					t.Errorf("the endpoint's connection is still open after %v", waitLimit)
+				}
+				waitBudgetIdle(t, r.Budget)
+			})
+		}
+	}
 }

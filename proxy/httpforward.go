@@ -160,9 +160,10 @@ func (l *HTTPListener) modifyResponse(resp *http.Response) error {
 // for a whole one.
 func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		dialErr *DialError
-		tooBig  *http.MaxBytesError
-		netErr  net.Error
+		dialErr   *DialError
+		tooBig    *http.MaxBytesError
+		netErr    net.Error
+		switchErr *switchError
 	)
 	var clientErr error
 	if b := exchangeOf(r.Context()).body; b != nil {
@@ -200,6 +201,9 @@ func (l *HTTPListener) proxyError(w http.ResponseWriter, r *http.Request, err er
 			l.log.Warn("requests failing: no endpoints", "service", exchangeOf(r.Context()).service, "err", err, "suppressed", n)
 		}
 		l.writeError(w, r, http.StatusServiceUnavailable, causeNoEndpoints, "no endpoints", false)
+	case errors.As(err, &switchErr):
+		l.log.Debug("upstream exchange failed", "err", err)
+		l.writeError(w, r, http.StatusBadGateway, causeUpstreamReset, "upstream switched to another protocol than requested", true)
 	case r.Context().Err() == nil && errors.As(err, &netErr) && netErr.Timeout():
 		l.writeError(w, r, http.StatusGatewayTimeout, causeUpstreamTimeout, "upstream timeout", false)
 	default:
@@ -271,13 +275,14 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 		tr = l.h2
 	}
 	var info balancer.PickInfo
-	var lastErr error // the previous attempt's error, when it failed
-	dials := 0        // failed dials
+	var lastErr error            // the previous attempt's error, when it failed
+	dials := 0                   // failed dials
+	var next balancer.PickResult // picked while a retried response was held (Endpoint nil: none)
 	for {
-		res, err := up.Pick(&info)
-		if err == nil && res.Endpoint == nil {
-			res.Done(balancer.DoneInfo{Err: errors.New("pick returned no endpoint")})
-			err = errors.New("upstream returned a pick without an endpoint")
+		res, err := next, error(nil)
+		next = balancer.PickResult{}
+		if res.Endpoint == nil {
+			res, err = pickEndpoint(up, &info)
 		}
 		if err != nil {
 			if lastErr != nil {
@@ -329,6 +334,16 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			}
 			err = &perTryTimeoutError{err}
 		}
+		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+			if serr := checkSwitch(out, resp); serr != nil {
+				// ReverseProxy would answer it through its ErrorHandler
+				// without closing the body: Done never called, the
+				// connection and the per-try context kept. A failed
+				// attempt instead, its connection closed.
+				resp.Body.Close()
+				resp, err = nil, serr
+			}
+		}
 		if x.why != nil {
 			x.why.attemptHTTP(res.Endpoint.Addr, resp, err, rs)
 		}
@@ -377,33 +392,54 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			}
 			return nil, err
 		}
+		done := tracedDone(span, resp.StatusCode, res.Done)
 		if rs != nil {
 			o, grpcBody := t.responseOutcome(req, resp, body, rs.pol.RetriesGRPC())
 			if grpcBody != nil {
 				resp.Body = grpcBody
 			}
 			if d, ok := rs.decide(o, true, body.replayable()); ok {
-				// None of the response reaches the client; its
-				// connection is kept when the body is small.
-				discardBody(resp.Body)
-				if cancel != nil {
-					cancel()
-				}
-				doneDiscarded(tracedDone(span, resp.StatusCode, res.Done), resp.StatusCode, o, start)
+				// The attempt's outcome goes to its endpoint before the
+				// next Pick, as for any finished attempt: the picker
+				// must see it (an ejection or a tripped breaker it
+				// causes, a least-request count), or the retry could go
+				// to the very endpoint this response just ejected, past
+				// its breaker. The response itself is held until the
+				// next endpoint is picked, after the backoff: when none
+				// is (that Done ejected the last one, or the picker
+				// emptied), it is the client's answer after all
+				// (doc.go).
+				doneDiscarded(done, resp.StatusCode, o, start)
+				done = doneReported
 				info.AddTried(res.Endpoint.Addr)
-				lastErr = nil
-				l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", resp.StatusCode, "reason", string(d.Reason), "attempt", rs.n)
 				if !rs.wait(req.Context()) {
+					// The client left: nobody reads an answer.
+					discardBody(resp.Body)
+					if cancel != nil {
+						cancel()
+					}
 					return nil, context.Canceled
 				}
-				if x.rec != nil {
-					x.rec.Retries++
+				var perr error
+				if next, perr = pickEndpoint(up, &info); perr == nil {
+					// None of the response reaches the client; its
+					// connection is kept when the body is small.
+					discardBody(resp.Body)
+					if cancel != nil {
+						cancel()
+					}
+					lastErr = nil
+					l.log.Debug("retrying", "endpoint", res.Endpoint.ID, "status", resp.StatusCode, "reason", string(d.Reason), "attempt", rs.n)
+					if x.rec != nil {
+						x.rec.Retries++
+					}
+					continue
 				}
-				continue
+				rs.cancelRetry()
+				l.log.Debug("not retrying: no endpoint to retry on", "endpoint", res.Endpoint.ID, "status", resp.StatusCode, "err", perr)
 			}
 		}
-		rb := &responseBody{rc: resp.Body, done: res.Done, start: start, ctx: req.Context(), rs: rs, cancel: cancel}
-		rb.done = tracedDone(span, resp.StatusCode, rb.done)
+		rb := &responseBody{rc: resp.Body, done: done, start: start, ctx: req.Context(), rs: rs, cancel: cancel}
 		if resp.StatusCode >= 500 && resp.StatusCode < 600 {
 			rb.status = &statusErrors[resp.StatusCode-500]
 		} else if l.cfg.GRPC {
@@ -414,6 +450,9 @@ func (t *upstreamTransport) attempts(req *http.Request, up Upstream, rs *retrySt
 			// must stay an io.ReadWriteCloser.
 			resp.Body = &upgradeBody{responseBody: rb, w: rwc}
 		} else {
+			// A tunnel's body is read on ReverseProxy's copying
+			// goroutines: only this one is read where the record is.
+			rb.rec = x.rec
 			resp.Body = rb
 		}
 		return resp, nil
@@ -579,6 +618,7 @@ type responseBody struct {
 	ctx      context.Context
 	status   *StatusError
 	grpc     *http.Response // on a gRPC listener: read its status at EOF
+	rec      *RequestRecord // the request's record (nil: none); read on the handler's goroutine only
 	finished atomic.Bool
 }
 
@@ -593,6 +633,11 @@ func (b *responseBody) Read(p []byte) (int, error) {
 			}
 			b.finish(nil)
 		} else {
+			if b.rec != nil && b.ctx.Err() == nil {
+				// The endpoint broke the body after the head: as on
+				// the fast path (h1relay.go).
+				b.rec.Cause = causeUpstreamReset
+			}
 			b.finish(err)
 		}
 	}
@@ -619,6 +664,45 @@ func (b *responseBody) finish(err error) {
 	if b.rs != nil {
 		b.rs.end()
 	}
+}
+
+// switchError is a 101 Switching Protocols that cannot be tunneled: to
+// another protocol than the request asked for (or none), or without a
+// connection to tunnel over.
+type switchError struct{ got, want string }
+
+func (e *switchError) Error() string {
+	return fmt.Sprintf("upstream switched protocols to %q when %q was requested", e.got, e.want)
+}
+
+// checkSwitch returns a *switchError for a 101 response to req that
+// ReverseProxy would not tunnel (handleUpgradeResponse): its Upgrade
+// token not printable ASCII or not the request's (ASCII
+// case-insensitive, each counted only when Connection lists "upgrade"),
+// or a body that is not the connection.
+func checkSwitch(req *http.Request, resp *http.Response) error {
+	want, got := upgradeToken(req.Header), upgradeToken(resp.Header)
+	for i := 0; i < len(got); i++ {
+		if got[i] < ' ' || got[i] > '~' {
+			return &switchError{got, want}
+		}
+	}
+	if !strings.EqualFold(got, want) {
+		return &switchError{got, want}
+	}
+	if _, ok := resp.Body.(io.ReadWriteCloser); !ok {
+		return &switchError{got, want}
+	}
+	return nil
+}
+
+// upgradeToken is the Upgrade field of h when its Connection lists
+// "upgrade", else "" (as ReverseProxy reads it).
+func upgradeToken(h http.Header) string {
+	if !headerHasToken(h, "Connection", "upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
 }
 
 // upgradeBody is the body of a 101 response: the endpoint's side of the

@@ -35,7 +35,9 @@ type RequestRecord struct {
 	// X-Outrigger-Error cause when the proxy made the answer itself
 	// (no_route, no_endpoints, connect_failure, upstream_timeout,
 	// upstream_reset, body_too_large, bad_request, ...), "" when it
-	// came from an endpoint or a redirect or fixed route.
+	// came from an endpoint or a redirect or fixed route; with the
+	// endpoint's status it is upstream_reset when the endpoint broke the
+	// body after the head (the client got the status and a cut body).
 	Status int
 	Cause  string
 

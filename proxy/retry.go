@@ -179,6 +179,17 @@ func (rs *retryState) decide(o resilience.Outcome, sent, replayable bool) (resil
 	return d, true
 }
 
+// cancelRetry gives back the retry decide allowed last when it is not
+// taken after all (no endpoint was left to take it): the budget's count
+// of retries in flight and the attempt count are as before that decide.
+func (rs *retryState) cancelRetry() {
+	if rs.held {
+		rs.budget.RetryDone()
+		rs.held = false
+	}
+	rs.n--
+}
+
 // reasonBudget is why a retry the policy allowed was not taken.
 const reasonBudget resilience.Reason = "retry budget exhausted"
 
@@ -198,6 +209,25 @@ func (rs *retryState) wait(ctx context.Context) bool {
 		return false
 	}
 }
+
+// pickEndpoint picks from up; a pick without an endpoint is an error (its
+// Done is called).
+func pickEndpoint(up Upstream, info *balancer.PickInfo) (balancer.PickResult, error) {
+	res, err := up.Pick(info)
+	if err == nil && res.Endpoint == nil {
+		res.Done(balancer.DoneInfo{Err: errors.New("pick returned no endpoint")})
+		err = errors.New("upstream returned a pick without an endpoint")
+	}
+	return res, err
+}
+
+// doneReported is the Done of a response relayed after its pick's Done
+// was already called (a retried response that became the answer when no
+// endpoint was left to retry on): Done is called once per pick.
+func doneReported(balancer.DoneInfo) {}
+
+// errListenerClosed is a backoff cut short by the listener shutting down.
+var errListenerClosed = errors.New("listener shutting down")
 
 // errOutcome classifies a failed attempt for the retry policy: a failed
 // dial is a connect failure; a refused HTTP/2 stream is one; a connection

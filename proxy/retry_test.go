@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/outrigger-mesh/outrigger/balancer"
 	"github.com/outrigger-mesh/outrigger/proxy/route"
 	"github.com/outrigger-mesh/outrigger/resilience"
 )
@@ -440,4 +443,165 @@ func startHTTPProxyListener(t *testing.T, l *HTTPListener) string {
 		wg.Wait()
 	})
 	return srv.Addrs()[l.Name()].String()
+}
+
+// ejectOnFailure wraps up so that a pick's Done with an error removes
+// every endpoint, as outlier detection ejecting the last endpoint does.
+type ejectOnFailure struct{ *fakeUpstream }
+
+func (e ejectOnFailure) Pick(info *balancer.PickInfo) (balancer.PickResult, error) {
+	res, err := e.fakeUpstream.Pick(info)
+	if err != nil {
+		return res, err
+	}
+	done := res.Done
+	res.Done = func(d balancer.DoneInfo) {
+		done(d)
+		if d.Err != nil {
+			e.set()
+		}
+	}
+	return res, nil
+}
+
+// waitBudgetIdle waits until b counts no request and no retry in flight.
+func waitBudgetIdle(t *testing.T, b *resilience.Budget) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for b.Active() != 0 || b.Retrying() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("budget: %d requests and %d retries still in flight", b.Active(), b.Retrying())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A response the policy would retry, when no endpoint is left to retry
+// on (its own Done ejected the last one, or the picker emptied while it
+// was awaited), is the client's answer: the endpoint's own 503, never the
+// proxy's no_endpoints. Its pick gets one Done, reported before the next
+// Pick (else the ejection could not be seen), and the retry the budget
+// lent is given back.
+func TestRetryThenPickFailsKeepsResponse(t *testing.T) {
+	for _, e := range retryEngines {
+		for _, how := range []string{"ejected by its Done", "picker emptied"} {
+			t.Run(e.name+"/"+how, func(t *testing.T) {
+				var fake *fakeUpstream
+				a := startCounted(t, "a", func(_ int64, w http.ResponseWriter, _ *http.Request) {
+					if how == "picker emptied" {
+						fake.set()
+					}
+					w.WriteHeader(http.StatusServiceUnavailable)
+					io.WriteString(w, "failing: a")
+				})
+				fake = newFakeUpstream(t, a.addr)
+				var up Upstream = fake
+				if how == "ejected by its Done" {
+					up = ejectOnFailure{fake}
+				}
+				r := newRetry(t, resilience.RetryConfig{Attempts: 2, On: []string{"503"}}, resilience.BudgetConfig{})
+				url, rec := retryProxy(t, e.cfg, up, r)
+				status, from, cause, body := sendRetry(t, newClient(t, e.h2c), "GET", url+"/", nil)
+				if status != 503 || from != "a" || cause != "" || body != "failing: a" {
+					t.Errorf("got %d from %q (cause %q): %q; want a's own 503", status, from, cause, body)
+				}
+				dones := assertDonesMatchPicks(t, fake)
+				var se *StatusError
+				if len(dones) != 1 || !errors.As(dones[0].info.Err, &se) || se.Code != 503 {
+					t.Errorf("Done calls %+v; want one, a's 503", dones)
+				}
+				if calls, _, _ := fake.stats(); calls != 2 {
+					t.Errorf("%d Pick calls, want 2 (the retry's failed)", calls)
+				}
+				waitBudgetIdle(t, r.Budget)
+				if got := rec.all(); len(got) != 1 || got[0].Attempts != 1 || got[0].Retries != 0 || got[0].Status != 503 {
+					t.Errorf("records %+v, want one with status 503, 1 attempt and no retry", got)
+				}
+			})
+		}
+	}
+}
+
+// A request whose body streams (1 MiB, past the fast path's read buffer)
+// to an endpoint that reads it whole and then does not answer ends by
+// the per-try timeout, not the listener's much longer response_timeout:
+// 504, the attempt a timeout (a streamed body is not kept, so there is no
+// retry).
+func TestRetryPerTryTimeoutStreamedBody(t *testing.T) {
+	for _, e := range retryEngines {
+		t.Run(e.name, func(t *testing.T) {
+			g := newGate(t)
+			slow := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				select {
+				case <-g.ch:
+				case <-r.Context().Done():
+				}
+			}))
+			up := newFakeUpstream(t, slow.addr)
+			cfg := e.cfg
+			cfg.ResponseTimeout = time.Hour // the client gives up after waitLimit
+			url, _ := retryProxy(t, cfg, up, newRetry(t, resilience.RetryConfig{
+				Attempts: 2, PerTryTimeout: 100 * time.Millisecond, On: []string{resilience.RetryReset}}, resilience.BudgetConfig{}))
+			body := bytes.Repeat([]byte("x"), 1<<20)
+			status, _, cause, got := sendRetry(t, newClient(t, e.h2c), "PUT", url+"/", body)
+			if status != http.StatusGatewayTimeout || cause != causeUpstreamTimeout {
+				t.Errorf("got %d (cause %q): %q; want 504 upstream_timeout", status, cause, got)
+			}
+			dones := assertDonesMatchPicks(t, up)
+			if len(dones) != 1 || resilience.KindOf(dones[0].info.Err) != resilience.KindTimeout {
+				t.Errorf("Done calls %+v; want one timeout", dones)
+			}
+		})
+	}
+}
+
+// Interim responses reach the client as they come, also from an attempt
+// whose final response is then retried (doc.go): HTTP allows several
+// before the final one (RFC 9110 §15.2), and holding them would defeat
+// 103 Early Hints. The retried 503 itself never reaches the client.
+func TestRetryInterimRelayedFromRetriedAttempt(t *testing.T) {
+	for _, e := range retryEngines {
+		t.Run(e.name, func(t *testing.T) {
+			a := startCounted(t, "a", func(_ int64, w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Link", "</a.css>; rel=preload")
+				w.WriteHeader(http.StatusEarlyHints)
+				w.Header().Del("Link")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				io.WriteString(w, "failing: a")
+			})
+			b := startCounted(t, "b", nil)
+			up := newFakeUpstream(t, a.addr, b.addr)
+			url, _ := retryProxy(t, e.cfg, up,
+				newRetry(t, resilience.RetryConfig{Attempts: 2, On: []string{"503"}}, resilience.BudgetConfig{}))
+			var mu sync.Mutex
+			var interim []string
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+					mu.Lock()
+					interim = append(interim, fmt.Sprintf("%d %s", code, h.Get("Link")))
+					mu.Unlock()
+					return nil
+				},
+			})
+			req, err := http.NewRequestWithContext(ctx, "GET", url+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := newClient(t, e.h2c).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok from b" {
+				t.Errorf("got %d: %q; want b's 200", resp.StatusCode, body)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if diff := cmp.Diff(interim, []string{"103 </a.css>; rel=preload"}); diff != "" {
+				t.Errorf("interim responses (-got +want):\n%s", diff)
+			}
+		})
+	}
 }
