@@ -517,6 +517,7 @@ func (l *HTTPListener) writeError(w http.ResponseWriter, r *http.Request, status
 		writeGRPCError(w, cause, msg)
 		return
 	}
+	closeConn = closeConn || upgradeRefused(r)
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -643,8 +644,18 @@ func redirect(w http.ResponseWriter, r *http.Request, rc *route.RouteConfig) {
 	code, loc := redirectLocation(r.Host, r.URL.EscapedPath(), r.URL.RawQuery, rc.Redirect)
 	applyHeaderOps(w.Header(), rc.ResponseHeaders)
 	w.Header().Set("Location", loc)
+	if upgradeRefused(r) {
+		w.Header().Set("Connection", "close")
+	}
 	w.WriteHeader(code)
 }
+
+// upgradeRefused reports whether r asked for an HTTP/1 upgrade that the
+// answer about to be written refuses. The framing guard stopped following
+// the connection when the upgrade was asked for (httpguard.go), so the
+// connection must not carry another request: the answer closes it, as
+// modifyResponse does for an endpoint's refusal.
+func upgradeRefused(r *http.Request) bool { return r.ProtoMajor == 1 && isUpgrade(r) }
 
 // redirectLocation returns the status and Location of redirect rd for a
 // request with the given Host, escaped path and raw query.
@@ -704,6 +715,9 @@ func fixed(w http.ResponseWriter, r *http.Request, rc *route.RouteConfig) {
 		}
 		h.Set("Content-Type", ct)
 		h.Set("Content-Length", strconv.Itoa(len(fx.Body)))
+	}
+	if upgradeRefused(r) {
+		h.Set("Connection", "close")
 	}
 	w.WriteHeader(fx.Status)
 	if r.Method != http.MethodHead {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/proxy/route"
 )
 
 // serveObserved runs cfg's listener with routes and ups and an Observer;
@@ -95,5 +97,40 @@ func TestHalfClosedClientGetsNoFakeResponse(t *testing.T) {
 	b, _ := io.ReadAll(c)
 	if len(b) > 0 && !strings.Contains(string(b), "\r\n\r\nok") {
 		t.Errorf("half-closed client got %q: a response the endpoint did not give", b)
+	}
+}
+
+// An upgrade request the proxy refuses itself (no route, a connect
+// failure, a redirect) closes the connection after the answer: the framing
+// guard stopped following it at the upgrade request, so no later request
+// may ride it (found in review).
+func TestRefusedUpgradeClosesConnection(t *testing.T) {
+	dead := closedPort(t)
+	tab := mustTable(t,
+		route.RouteConfig{Name: "api", Match: route.MatchConfig{Path: route.PathMatch{Value: "/api"}}, Backends: []route.Backend{{Service: "web.shop"}}},
+		route.RouteConfig{Name: "old", Match: route.MatchConfig{Path: route.PathMatch{Value: "/old"}}, Redirect: &route.Redirect{Path: "/new"}},
+	)
+	p := startHTTPProxy(t, HTTPConfig{ConnectAttempts: 1}, tab, Upstreams{"web.shop": newFakeUpstream(t, dead)}, ServerConfig{})
+	for _, tc := range []struct {
+		path   string
+		status int
+	}{{"/nowhere", 404}, {"/api/ws", 502}, {"/old", 302}} {
+		c := p.dial(t)
+		io.WriteString(c, rawRequest("GET "+tc.path+" HTTP/1.1", "Host: x", "Upgrade: websocket", "Connection: Upgrade")+
+			rawRequest("GET /api/next HTTP/1.1", "Host: x"))
+		c.SetReadDeadline(time.Now().Add(waitLimit))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != tc.status || !resp.Close {
+			t.Errorf("%s: %d, close %v; want %d and the connection closing", tc.path, resp.StatusCode, resp.Close, tc.status)
+		}
+		if rest, _ := io.ReadAll(br); len(rest) > 0 {
+			t.Errorf("%s: the request after the refused upgrade was answered: %q", tc.path, rest)
+		}
+		c.Close()
 	}
 }
