@@ -68,8 +68,8 @@ type h1conn struct {
 
 	req     h1.Request
 	resp    h1.Response
-	fields  [maxFields]h1.Field
-	rfields [maxFields]h1.Field
+	fields  *[maxFields]h1.Field // request head's; pooled, given up while parked
+	rfields *[maxFields]h1.Field // response head's; the same
 	chunks  h1.ChunkedScanner // the request body's (a body pump's while it runs)
 	rchunks h1.ChunkedScanner // the response body's
 	info    balancer.PickInfo
@@ -105,6 +105,7 @@ func (l *HTTPListener) serveFast(c net.Conn, prefix []byte) {
 	hc := h1conns.Get().(*h1conn)
 	hc.l, hc.c = l, c
 	hc.tcp, _ = c.(*net.TCPConn)
+	hc.takeFields()
 	hc.buf = upBufs.Get().(*[upBufSize]byte)[:]
 	hc.r, hc.w = 0, 0
 	if len(prefix) > len(hc.buf) {
@@ -175,10 +176,32 @@ func (l *HTTPListener) release(hc *h1conn) {
 	hc.out = hc.out[:0]
 	hc.c, hc.tcp, hc.l = nil, nil, nil
 	hc.req, hc.resp = h1.Request{}, h1.Response{}
-	clear(hc.fields[:])
-	clear(hc.rfields[:])
+	hc.giveFields()
 	hc.cur.Store(nil)
 	h1conns.Put(hc)
+}
+
+// fieldArrays recycles the field arrays heads are parsed into (6 KiB
+// each): a connection holds its two only while it is not parked.
+var fieldArrays = sync.Pool{New: func() any { return new([maxFields]h1.Field) }}
+
+// takeFields gives hc its field arrays.
+func (hc *h1conn) takeFields() {
+	hc.fields = fieldArrays.Get().(*[maxFields]h1.Field)
+	hc.rfields = fieldArrays.Get().(*[maxFields]h1.Field)
+}
+
+// giveFields returns hc's field arrays, cleared (they point into buffers
+// that are returned too).
+func (hc *h1conn) giveFields() {
+	for _, f := range []*[maxFields]h1.Field{hc.fields, hc.rfields} {
+		if f != nil {
+			clear(f[:])
+			fieldArrays.Put(f)
+		}
+	}
+	hc.fields, hc.rfields = nil, nil
+	hc.req.Fields, hc.resp.Fields = nil, nil
 }
 
 // peerOf is peer for a connection's remote address, computed once per

@@ -8,16 +8,19 @@ import (
 
 // Parking idle client connections: a keep-alive connection waiting for its
 // next request holds no buffer. After parkAfter without a byte, the loop
-// returns its read buffer to the pool and drops its write buffer, then
-// waits for the socket to become readable without reading (waitReadable:
-// the bytes stay in the kernel) and takes a buffer again when the next
-// request starts. So 10,000 idle connections cost their goroutines and
-// sockets, not 10,000 × 16 KiB of buffers; a busy connection never parks
-// and pays nothing for this.
+// returns its read buffer and its two field arrays (12 KiB) to their pools
+// and drops its write buffer, then waits for the socket to become readable
+// without reading (waitReadable: the bytes stay in the kernel) and takes
+// them again when the next request starts. So 10,000 idle connections cost
+// their goroutines and sockets (about 13 KB each, B10), not 10,000 × 30
+// KiB; a busy connection never parks and pays nothing for this (the idle
+// read deadline it sets anyway is only shorter), and one that waits longer
+// than parkAfter between requests pays a peek and two pool round trips.
 
 // parkAfter is how long a client connection waits for a request's first
-// byte holding its buffers before it parks.
-const parkAfter = time.Second
+// byte holding its buffers before it parks: short, so that the buffers of
+// connections that went quiet are reused by busy ones at once.
+const parkAfter = 100 * time.Millisecond
 
 // parkable reports whether an idle wait of wait may park: the connection
 // is a raw TCP socket (waitReadable needs its file descriptor) and the wait
@@ -36,6 +39,7 @@ func (hc *h1conn) park(deadline time.Time) (int, error) {
 	}
 	hc.buf, hc.r, hc.w = nil, 0, 0
 	hc.out = nil
+	hc.giveFields()
 	hc.l.parked.Add(1)
 	defer hc.l.parked.Add(-1)
 	hc.c.SetReadDeadline(deadline)
@@ -48,6 +52,7 @@ func (hc *h1conn) park(deadline time.Time) (int, error) {
 		err = waitReadable(hc.tcp)
 	}
 	hc.buf = upBufs.Get().(*[upBufSize]byte)[:]
+	hc.takeFields()
 	if err != nil {
 		return 0, err
 	}
