@@ -54,6 +54,7 @@ cat <<'HINTS'
     curl -s 127.0.0.1:15000/config         # the effective config
     curl -s '127.0.0.1:15000/why?listener=web&path=/api/orders'   # which route, service, endpoint, and why
     curl -s 127.0.0.1:15000/metrics | grep outrigger_   # Prometheus metrics (docs/metrics.md)
+    curl -si -H 'x-outrigger-debug: why' 127.0.0.1:9080/api/orders | grep -i x-outrigger-why   # the trail of one request
 
   Edit examples/local/services.yaml (drop echo-3, or set state: draining):
   new connections follow within a second; open ones are not cut.
