@@ -68,7 +68,9 @@ func (l *HTTPListener) serveEngine() {
 	})
 	defer wg.Wait()
 	err := l.hs.Serve(l.handoff)
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// The drain closes the handoff listener before it shuts hs down:
+	// either way it is a normal end, not an error to report.
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		l.log.Error("http listener stopped", "err", err)
 	}
 }
