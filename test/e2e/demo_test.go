@@ -239,6 +239,11 @@ func TestSIGTERMDrainsOpenTransfer(t *testing.T) {
 	if !strings.Contains(p.output(), "drained") {
 		t.Errorf("no drained log line")
 	}
+	// A normal drain is not an error: an operator alerting on ERROR
+	// lines must not be paged by every rollout.
+	if strings.Contains(p.output(), "level=ERROR") {
+		t.Errorf("ERROR lines in a clean drain:\n%s", p.output())
+	}
 }
 
 func TestValidate(t *testing.T) {
