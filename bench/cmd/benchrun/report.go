@@ -309,7 +309,7 @@ func (r *results) markdown(cases []testCase) string {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("### B2 — mTLS sidecar pair\n\nNot yet: Outrigger has no TLS yet; the slot is filled when `tls: spiffe` lands (Consul's connect proxy pair is the peer).\n\n")
+	b.WriteString("### B2 — mTLS sidecar pair\n\nNot yet: Outrigger has TLS termination but no mTLS between sidecars yet; the slot is filled when `tls: spiffe` lands (Consul's connect proxy pair is the peer).\n\n")
 	b.WriteString(r.ratios(order, variants))
 	b.WriteString("### Environment\n\n| | |\n| --- | --- |\n")
 	for _, kv := range r.Env {
