@@ -3,6 +3,8 @@ package catalog
 import (
 	"errors"
 	"fmt"
+
+	"github.com/hashicorp/go-memdb"
 )
 
 // UnregisterSource forgets a source: its registration and its view of every
@@ -22,22 +24,9 @@ func (c *Catalog) UnregisterSource(name string) error {
 func (c *Catalog) unregister(name string) error {
 	txn := c.db.Txn(true)
 	defer txn.Abort()
-	src, err := lookupSource(txn, name)
+	src, views, err := registeredViews(txn, name)
 	if err != nil {
 		return err
-	}
-	if src == nil {
-		return errors.New("source is not registered")
-	}
-	var views []*viewRow
-	it, err := txn.Get(tableView, indexID)
-	if err != nil {
-		return err
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if v := raw.(*viewRow); v.source == name {
-			views = append(views, v)
-		}
 	}
 	for _, v := range views {
 		if err := txn.Delete(tableView, v); err != nil {
@@ -73,22 +62,9 @@ func (c *Catalog) ResetSource(name string, priority int) error {
 func (c *Catalog) reset(name string, priority int) error {
 	txn := c.db.Txn(true)
 	defer txn.Abort()
-	src, err := lookupSource(txn, name)
+	_, views, err := registeredViews(txn, name)
 	if err != nil {
 		return err
-	}
-	if src == nil {
-		return errors.New("source is not registered")
-	}
-	var views []*viewRow
-	it, err := txn.Get(tableView, indexID)
-	if err != nil {
-		return err
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if v := raw.(*viewRow); v.source == name {
-			views = append(views, v)
-		}
 	}
 	for _, v := range views {
 		// Rows are never mutated once inserted: insert a copy. A
@@ -113,4 +89,27 @@ func (c *Catalog) reset(name string, priority int) error {
 	}
 	txn.Commit()
 	return nil
+}
+
+// registeredViews returns source name's registration and its views of
+// every service; an error when it is not registered.
+func registeredViews(txn *memdb.Txn, name string) (*sourceRow, []*viewRow, error) {
+	src, err := lookupSource(txn, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if src == nil {
+		return nil, nil, errors.New("source is not registered")
+	}
+	var views []*viewRow
+	it, err := txn.Get(tableView, indexID)
+	if err != nil {
+		return nil, nil, err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if v := raw.(*viewRow); v.source == name {
+			views = append(views, v)
+		}
+	}
+	return src, views, nil
 }
