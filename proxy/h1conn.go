@@ -70,8 +70,8 @@ type h1conn struct {
 	resp    h1.Response
 	fields  *[maxFields]h1.Field // request head's; pooled, given up while parked
 	rfields *[maxFields]h1.Field // response head's; the same
-	chunks  h1.ChunkedScanner // the request body's (a body pump's while it runs)
-	rchunks h1.ChunkedScanner // the response body's
+	chunks  h1.ChunkedScanner    // the request body's (a body pump's while it runs)
+	rchunks h1.ChunkedScanner    // the response body's
 	info    balancer.PickInfo
 	rec     RequestRecord // the request being served, for l.obs
 	pick    poolPick      // the Upstream of a request under a connection limit (admit_h1.go)
