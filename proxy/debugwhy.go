@@ -80,6 +80,20 @@ type whyTrail struct {
 	// timeouts in force: the listener's response timeout, the retry
 	// policy's per-try and overall timeouts (0: none)
 	respTimeout, perTry, overall time.Duration
+	// the request's deadline for its response head (route timeout,
+	// grpc-timeout, the retry policy's timeout: the earliest; zero:
+	// none), and how long it was from the first attempt
+	deadline   time.Time
+	reqTimeout time.Duration
+}
+
+// bound records the request's deadline, once, before its first attempt.
+func (w *whyTrail) bound(deadline time.Time) {
+	if deadline.IsZero() || !w.deadline.IsZero() {
+		return
+	}
+	w.deadline = deadline
+	w.reqTimeout = time.Until(deadline).Round(time.Millisecond)
 }
 
 // reset starts the trail of a request that asked for it.
@@ -137,6 +151,10 @@ func (w *whyTrail) kindOf(err error, bound time.Duration, rs *retryState) string
 		return "canceled"
 	case resilience.KindTimeout:
 		switch {
+		case !w.deadline.IsZero() && !time.Now().Before(w.deadline):
+			// The request's own deadline ended it, whichever
+			// bound the attempt's wait (both engines alike).
+			return "request_timeout"
 		case errors.Is(err, errPerTryTimeout):
 			return "per_try_timeout"
 		case rs != nil && bound > 0 && bound < w.respTimeout:
@@ -213,10 +231,14 @@ func (w *whyTrail) appendValue(b []byte, listener, route, service, cause string)
 		b = append(b, "retries="...)
 		b = strconv.AppendInt(b, int64(w.retries), 10)
 	}
+	reqTimeout := w.reqTimeout
+	if w.overall > 0 && reqTimeout >= w.overall-time.Millisecond {
+		reqTimeout = 0 // the policy's overall timeout is the deadline: said once
+	}
 	for _, t := range [...]struct {
 		key string
 		d   time.Duration
-	}{{"response_timeout", w.respTimeout}, {"per_try_timeout", w.perTry}, {"overall_timeout", w.overall}} {
+	}{{"response_timeout", w.respTimeout}, {"per_try_timeout", w.perTry}, {"overall_timeout", w.overall}, {"request_timeout", reqTimeout}} {
 		if t.d > 0 {
 			b = whySep(b, start)
 			b = append(b, t.key...)

@@ -5,9 +5,11 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -314,6 +316,30 @@ func TestWhyEndpointFieldDropped(t *testing.T) {
 			if v := resp.Header.Values(WhyHeader); len(v) != 1 || strings.Contains(v[0], "spoofed") {
 				t.Errorf("asked: %s %q, want the proxy's one", WhyHeader, v)
 			}
+		})
+	}
+}
+
+// A route timeout that ends the request is named the same on both
+// engines, and the trail shows the request's deadline.
+func TestWhyRouteTimeout(t *testing.T) {
+	for _, e := range retryEngines {
+		t.Run(e.name, func(t *testing.T) {
+			var canceled atomic.Int64
+			slow := startCounted(t, "slow", stallUntilCanceled(&canceled))
+			addr, _ := timeoutProxy(t, e.cfg, timeoutRoute(t, 150*time.Millisecond), Upstreams{"web.shop": newFakeUpstream(t, slow.addr)})
+			resp, _ := doWhy(t, newClient(t, e.h2c), "http://"+addr+"/x", "why")
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				t.Fatalf("status %d, want 504", resp.StatusCode)
+			}
+			items := whyItems(t, resp.Header.Get(WhyHeader))
+			want := []string{"attempt=1 " + slow.addr.String() + " request_timeout", "request_timeout=150ms"}
+			for _, w := range want {
+				if !slices.Contains(items, w) {
+					t.Errorf("%s %q lacks %q", WhyHeader, items, w)
+				}
+			}
+			waitCount(t, &canceled, 1)
 		})
 	}
 }

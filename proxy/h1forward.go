@@ -85,11 +85,17 @@ func (hc *h1conn) forward(n int, rt *route.Route, svc string, up Upstream, path 
 	}
 	up, pol, budget := retryOf(up, rt)
 	if pol == nil {
+		if hc.why.on {
+			hc.why.bound(deadline)
+		}
 		return hc.attempts(nil, up, svc, rt, path, u, query, inHand, body, complete, remain, deadline)
 	}
 	var rs retryState
 	rs.begin(pol, budget, methodName(req.Method, false), hc.hasIdempotencyKey(), rt.Config.Idempotent)
 	rs.bound(deadline)
+	if hc.why.on {
+		hc.why.bound(rs.deadline)
+	}
 	// The body can be sent again when it is all in hand and within the
 	// policy's replay cap.
 	rs.replayable = complete && (len(inHand) == 0 || pol.KeepBody(int64(len(inHand))))

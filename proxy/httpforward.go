@@ -241,6 +241,9 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		rs.bound(deadline)
 		deadline = rs.deadline
 	}
+	if x.why != nil {
+		x.why.bound(deadline)
+	}
 	grpcTimeout = grpcTimeout && !deadline.IsZero()
 	var body *requestBody
 	if req.Body != nil && req.Body != http.NoBody {
