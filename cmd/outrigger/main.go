@@ -58,14 +58,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Description: `Outrigger runs beside an application and carries its connections to the
 services it calls. It learns where those services run from the systems that
 already know (a static file now; Kubernetes, Consul and DNS in time), balances
-each connection over their endpoints, and drains gracefully on SIGTERM.
+each connection or HTTP request over their endpoints, retries safely within a
+budget, cuts off failing endpoints and routes, and drains gracefully on
+SIGTERM.
 
 Start with the local demo:   make run
 Check a config file:          outrigger validate -c outrigger.yaml
 Run the proxy:                outrigger run -c outrigger.yaml
 
-While it runs, the admin server (default 127.0.0.1:15000) answers
-/ready, /live, /config and /endpoints as JSON.`,
+While it runs, the admin server (default 127.0.0.1:15000) answers /ready,
+/live, /config, /endpoints, /upstreams and /routes as JSON, /metrics for
+Prometheus, and /why?host=...&path=... to explain where a request would go and
+why (docs/admin.md). A request sent with "x-outrigger-debug: why" from
+loopback gets its own trail back in an X-Outrigger-Why header.`,
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			{
@@ -74,8 +79,9 @@ While it runs, the admin server (default 127.0.0.1:15000) answers
 				UsageText: "outrigger run -c outrigger.yaml [--log-level debug] [--log-format json]",
 				Description: configHelp + `
 
-Signals: SIGHUP reloads the config file (as does saving it) and re-reads the
-discovery files; a config that fails validation is logged and the running one
+Signals: SIGHUP reloads the config file (as does saving it), re-reads the
+discovery and certificate files and reopens the access log file (for log
+rotation); a config that fails validation is logged and the running one
 stays. SIGTERM or SIGINT drains (the admin /ready turns 503, listeners stop
 accepting, open connections get up to drain.timeout to finish) and exits 0.
 A second SIGTERM or SIGINT exits at once.`,
