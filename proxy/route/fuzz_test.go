@@ -34,7 +34,9 @@ func oracle(rc RouteConfig, host, path, method string, h http.Header, rawQuery s
 	if i := strings.LastIndex(hn, ":"); i >= 0 && !strings.Contains(hn[i:], "]") {
 		hn = hn[:i]
 	}
-	hn = strings.ToLower(strings.TrimSuffix(hn, "."))
+	// ASCII case only: strings.ToLower would also turn invalid UTF-8
+	// into U+FFFD (three bytes each) and change the length.
+	hn = asciiLower(strings.TrimSuffix(hn, "."))
 	if len(hn) > 253 {
 		hn = ""
 	}
@@ -43,7 +45,7 @@ func oracle(rc RouteConfig, host, path, method string, h http.Header, rawQuery s
 		class = 2
 	}
 	for _, pat := range rc.Match.Hosts {
-		pat = strings.ToLower(pat)
+		pat = asciiLower(pat)
 		if hn != "" && pat == hn {
 			class = 0
 		} else if suffix, wild := strings.CutPrefix(pat, "*."); wild {
