@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"bytes"
-	"net"
 	"testing"
 
 	"github.com/outrigger-mesh/outrigger/resilience"
@@ -15,16 +13,8 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkHTTPFastPath -benchmem ./proxy
 func BenchmarkHTTPFastPathAdmit(b *testing.B) {
-	body := bytes.Repeat([]byte("x"), 1<<10)
-	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n"), body...)
-	be := startRawBackend(b, resp)
-	for _, bc := range []struct {
-		name string
-		cfg  HTTPConfig
-	}{
-		{"fast", HTTPConfig{}},
-		{"nethttp", HTTPConfig{NetHTTPOnly: true}},
-	} {
+	be := startBenchBackend(b)
+	for _, bc := range benchEngines {
 		b.Run(bc.name, func(b *testing.B) {
 			lots := resilience.RateLimitConfig{Rate: 1e9, Burst: 1e9}
 			adm := &Admission{
@@ -37,42 +27,7 @@ func BenchmarkHTTPFastPathAdmit(b *testing.B) {
 				Services: map[string]*ServiceLimits{"web.shop": NewServiceLimits(ServiceLimitsConfig{MaxRequests: 1000, MaxConnections: 1000})},
 			}
 			p := startAdmitProxy(b, bc.cfg, Upstreams{"web.shop": StaticUpstream("web", be)}, adm)
-			c, err := net.Dial("tcp", p.addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n")
-			buf := make([]byte, 8<<10)
-			roundTrip := func(want int) int {
-				if _, err := c.Write(req); err != nil {
-					b.Fatal(err)
-				}
-				n := 0
-				for {
-					m, err := c.Read(buf[n:])
-					n += m
-					if err != nil {
-						b.Fatal(err)
-					}
-					if want > 0 && n >= want {
-						return n
-					}
-					if want == 0 {
-						if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 && n >= i+4+len(body) {
-							return n
-						}
-					}
-				}
-			}
-			size := roundTrip(0)
-			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				if n := roundTrip(size); n != size {
-					b.Fatalf("response of %d bytes, want %d", n, size)
-				}
-			}
+			benchRoundTrips(b, p.addr, benchRequest, nil)
 		})
 	}
 }

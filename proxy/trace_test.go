@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -512,10 +511,7 @@ func hasAttr(kvs []attribute.KeyValue, k, v string) bool {
 //
 //	go test -run '^$' -bench BenchmarkHTTPFastPathTrace -benchmem ./proxy
 func BenchmarkHTTPFastPathTrace(b *testing.B) {
-	body := strings.Repeat("x", 1<<10)
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n" + body)
-	be := startRawBackend(b, resp)
-	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n")
+	be := startBenchBackend(b)
 	for _, eng := range tracedEngines {
 		for _, tc := range []struct {
 			name    string
@@ -535,48 +531,8 @@ func BenchmarkHTTPFastPathTrace(b *testing.B) {
 				}
 				p := startTracedHTTPProxy(b, eng.cfg, routeAll(b, "web.shop"),
 					Upstreams{"web.shop": StaticUpstream("web", be)}, opts)
-				benchRoundTrips(b, p.addr, req, len(body))
+				benchRoundTrips(b, p.addr, benchRequest, nil)
 			})
-		}
-	}
-}
-
-// benchRoundTrips sends req over one connection b.N times, reading each
-// response (of a fixed size, learnt from the first) whole.
-func benchRoundTrips(b *testing.B, addr string, req []byte, bodyLen int) {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	buf := make([]byte, 8<<10)
-	roundTrip := func(want int) int {
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		n := 0
-		for {
-			m, err := c.Read(buf[n:])
-			n += m
-			if err != nil {
-				b.Fatal(err)
-			}
-			if want > 0 && n >= want {
-				return n
-			}
-			if want == 0 {
-				if i := strings.Index(string(buf[:n]), "\r\n\r\n"); i >= 0 && n >= i+4+bodyLen {
-					return n
-				}
-			}
-		}
-	}
-	size := roundTrip(0)
-	b.ReportAllocs()
-	b.SetBytes(int64(bodyLen))
-	for b.Loop() {
-		if n := roundTrip(size); n != size {
-			b.Fatalf("response of %d bytes, want %d", n, size)
 		}
 	}
 }
