@@ -173,7 +173,11 @@ func setupTracing(ctx context.Context, cfg *TracingConfig, node NodeConfig, gete
 	if protocol == "" {
 		protocol = defaultOTLPProtocol(cmp.Or(endpoint, envEndpoint))
 	}
-	exp, err := newExporter(ctx, protocol, endpoint)
+	client, err := newOTLPClient(protocol, endpoint)
+	if err != nil {
+		return tracingSetup{}, err
+	}
+	exp, err := newOTLPExporter(ctx, client)
 	if err != nil {
 		return tracingSetup{}, err
 	}
@@ -181,7 +185,7 @@ func setupTracing(ctx context.Context, cfg *TracingConfig, node NodeConfig, gete
 	if err != nil {
 		return tracingSetup{}, err
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithBatcher(exp), sdktrace.WithResource(res)}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	sampling := "from OTEL_TRACES_SAMPLER"
 	if cfg.SamplerRatio != nil {
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*cfg.SamplerRatio))))
@@ -198,6 +202,9 @@ func setupTracing(ctx context.Context, cfg *TracingConfig, node NodeConfig, gete
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("tracing", "err", err)
 	}))
+	// Spans are batched by our queue, not the SDK's batch span processor
+	// (spanqueue.go says why); it reads the same OTEL_BSP_* settings.
+	opts = append(opts, sdktrace.WithSpanProcessor(newSpanQueue(exp, spanQueueOptionsFromEnv(getenv, log), log)))
 	log.Info("tracing on", "endpoint", cmp.Or(endpoint, envEndpoint), "protocol", protocol,
 		"sampling", sampling, "propagators", strings.Join(names, ","))
 	return tracingSetup{provider: sdktrace.NewTracerProvider(opts...), propagator: prop}, nil
@@ -214,11 +221,12 @@ func defaultOTLPProtocol(endpoint string) string {
 	return protoHTTP
 }
 
-// newExporter makes the OTLP exporter. With endpoint "" the exporter reads
+// newOTLPClient makes the official OTLP client that otlpExporter sends
+// through. With endpoint "" the client reads
 // OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT itself; headers, timeout,
 // compression and certificates always come from its OTEL_EXPORTER_OTLP_*
 // variables.
-func newExporter(ctx context.Context, protocol, endpoint string) (*otlptrace.Exporter, error) {
+func newOTLPClient(protocol, endpoint string) (otlptrace.Client, error) {
 	var u *url.URL
 	if endpoint != "" {
 		var err error
@@ -235,7 +243,7 @@ func newExporter(ctx context.Context, protocol, endpoint string) (*otlptrace.Exp
 			// because the environment asked for insecure.
 			opts = append(opts, otlptracegrpc.WithEndpointURL(u.String()))
 		}
-		return otlptracegrpc.New(ctx, opts...)
+		return otlptracegrpc.NewClient(opts...), nil
 	case protoHTTP:
 		var opts []otlptracehttp.Option
 		if u != nil {
@@ -244,7 +252,7 @@ func newExporter(ctx context.Context, protocol, endpoint string) (*otlptrace.Exp
 			}
 			opts = append(opts, otlptracehttp.WithEndpointURL(u.String()))
 		}
-		return otlptracehttp.New(ctx, opts...)
+		return otlptracehttp.NewClient(opts...), nil
 	}
 	return nil, fmt.Errorf("tracing: unknown OTLP protocol %q (want grpc or http/protobuf)", protocol)
 }

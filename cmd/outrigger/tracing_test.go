@@ -121,7 +121,7 @@ func (r *otlpReceiver) resourceSpans() []*tracepb.ResourceSpans {
 }
 
 // startGRPCReceiver serves r over gRPC and returns its address.
-func startGRPCReceiver(t *testing.T, r *otlpReceiver) string {
+func startGRPCReceiver(t testing.TB, r *otlpReceiver) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
