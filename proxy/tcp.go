@@ -174,7 +174,10 @@ type Options struct {
 	// fields and writes the attempt's context upstream; nil means W3C
 	// trace context and baggage. The fast path writes traceparent,
 	// tracestate and b3 itself when Propagator.Fields names them, and
-	// passes baggage through.
+	// passes baggage through. Propagator.Extract is called only for a
+	// request that carries a field one of W3C trace context, baggage or
+	// B3 reads (traceparent, tracestate, baggage, b3, x-b3-*): the
+	// propagators cmd/outrigger offers read no others.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
 	// TCPObserver, when set, sees every connection an L4 listener (or a

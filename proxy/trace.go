@@ -155,8 +155,8 @@ func equalFoldLower(b []byte, s string) bool {
 
 // Counts of attributes, for scratch slices that never grow.
 const (
-	serverSpanAttrs = 16 // start: 10; end: 6 at most
-	clientSpanAttrs = 12 // start: 9; end: 2
+	serverSpanAttrs = 14 // start: 8; end: 6 at most
+	clientSpanAttrs = 8  // start: 6; end: 2
 )
 
 // endServerSpan ends a request's server span with attrs (gathered at its
@@ -176,7 +176,9 @@ func endServerSpan(span trace.Span, rec *RequestRecord, attrs []attribute.KeyVal
 		if rec.Service != "" {
 			attrs = append(attrs, attrService.String(rec.Service))
 		}
-		if rec.Attempts > 0 {
+		if rec.Attempts > 1 {
+			// Set only when a request was retried: one attempt is the
+			// rule, and each attempt has its client span.
 			attrs = append(attrs, attrAttempts.Int(rec.Attempts))
 		}
 		switch {
@@ -197,15 +199,18 @@ func endServerSpan(span trace.Span, rec *RequestRecord, attrs []attribute.KeyVal
 // appendAttemptAttrs appends a client span's attributes known at its
 // start: addr and port are the endpoint's (ep.Addr, as endpointHost
 // gives it).
-func appendAttemptAttrs(attrs []attribute.KeyValue, method, route, service string, ep *discovery.Endpoint, addr string, attempt int) []attribute.KeyValue {
-	port := int(ep.Addr.Port())
+//
+// Every attribute is a cost per span, twice (the SDK copies them into
+// its span and again into the ended span's snapshot) and once more in
+// the export, so an attempt carries none its server span or its other
+// attributes already say: network.peer.address and .port would repeat
+// server.address and .port (the endpoint, dialled by IP), and the route
+// is on the server span.
+func appendAttemptAttrs(attrs []attribute.KeyValue, method, service string, ep *discovery.Endpoint, addr string, attempt int) []attribute.KeyValue {
 	return append(attrs,
 		semconv.HTTPRequestMethodKey.String(method),
 		semconv.ServerAddress(addr),
-		semconv.ServerPort(port),
-		semconv.NetworkPeerAddress(addr),
-		semconv.NetworkPeerPort(port),
-		attrRoute.String(route),
+		semconv.ServerPort(int(ep.Addr.Port())),
 		attrService.String(service),
 		attrEndpoint.String(ep.ID),
 		attrAttempt.Int(attempt),
@@ -290,7 +295,9 @@ func isTimeout(err error) bool {
 }
 
 // appendPeerAttrs appends client.address and network.peer.address and
-// .port of a connection's peer.
+// .port of a connection's peer: a TCP span's. An HTTP server span has
+// client.address only (the same address; see appendAttemptAttrs on the
+// cost of each attribute).
 func appendPeerAttrs(attrs []attribute.KeyValue, addr string, port int) []attribute.KeyValue {
 	return append(attrs,
 		semconv.ClientAddress(addr),

@@ -92,11 +92,28 @@ func (c *h1Carrier) Keys() []string {
 	return keys
 }
 
+// hasContextField reports whether the request carries a field a
+// propagator reads (see Options.Propagator).
+func (hc *h1conn) hasContextField() bool {
+	for _, f := range hc.req.Fields {
+		if isTraceField(f.Name) || len(f.Name) == len("baggage") && equalFoldLower(f.Name, "baggage") {
+			return true
+		}
+	}
+	return false
+}
+
 // startServerSpan starts the server span of the request just parsed;
 // hc.rec has been begun. Tracing is on.
 func (hc *h1conn) startServerSpan() {
 	tr := hc.l.tr
-	ctx := tr.prop.Extract(context.Background(), (*h1Carrier)(hc))
+	ctx := context.Background()
+	if hc.hasContextField() {
+		// Most requests at the edge of a mesh carry none: they start a
+		// trace, and the propagators' lookups (eight fields for W3C,
+		// baggage and B3, each a scan of the head) are skipped.
+		ctx = tr.prop.Extract(ctx, (*h1Carrier)(hc))
+	}
 	ctx, span := tr.tracer.Start(ctx, spanName(hc.rec.Method), serverKind...)
 	t := &hc.trace
 	t.ctx, t.server, t.client, t.tpOff, t.b3Off = ctx, span, nil, 0, 0
@@ -127,8 +144,8 @@ func (hc *h1conn) startServerSpan() {
 	)
 	host, port := hc.traceHost()
 	t.attrs = appendHostAttrs(t.attrs, host, port)
-	if peer, port, ok := hc.tracePeer(); ok {
-		t.attrs = appendPeerAttrs(t.attrs, peer, port)
+	if peer, _, ok := hc.tracePeer(); ok {
+		t.attrs = append(t.attrs, semconv.ClientAddress(peer))
 	}
 }
 
@@ -271,7 +288,7 @@ func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 		if t.cattrs == nil {
 			t.cattrs = make([]attribute.KeyValue, 0, clientSpanAttrs)
 		}
-		t.cattrs = appendAttemptAttrs(t.cattrs[:0], methodName(hc.req.Method, true), hc.rec.Route, svc, ep, t.epHost, hc.rec.Attempts)
+		t.cattrs = appendAttemptAttrs(t.cattrs[:0], methodName(hc.req.Method, true), svc, ep, t.epHost, hc.rec.Attempts)
 	}
 }
 

@@ -31,10 +31,27 @@ var attrPool = sync.Pool{New: func() any {
 // context; rec is the request's record (net/http's path keeps one per
 // request while tracing is on). Tracing is on.
 func (l *HTTPListener) startServerSpan(r *http.Request, rec *RequestRecord) *http.Request {
-	ctx := l.tr.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx := r.Context()
+	if hasContextHeader(r.Header) {
+		ctx = l.tr.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
 	ctx, span := l.tr.tracer.Start(ctx, spanName(rec.Method), serverKind...)
 	rec.TraceID = span.SpanContext().TraceID()
 	return r.WithContext(ctx)
+}
+
+// hasContextHeader reports whether h carries a field a propagator reads
+// (see Options.Propagator).
+func hasContextHeader(h http.Header) bool {
+	if _, ok := h["Baggage"]; ok {
+		return true
+	}
+	for _, k := range traceHeaderKeys {
+		if _, ok := h[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // endServerSpan ends the server span in r's context.
@@ -64,8 +81,8 @@ func (l *HTTPListener) endServerSpan(r *http.Request, rec *RequestRecord) {
 	)
 	host, port := splitHost(r.Host, port)
 	attrs = appendHostAttrs(attrs, host, port)
-	if peer, port, ok := parsePeer(r.RemoteAddr); ok {
-		attrs = appendPeerAttrs(attrs, peer, port)
+	if peer, _, ok := parsePeer(r.RemoteAddr); ok {
+		attrs = append(attrs, semconv.ClientAddress(peer))
 	}
 	*sp = endServerSpan(span, rec, attrs)
 	attrPool.Put(sp)
@@ -113,15 +130,12 @@ func (l *HTTPListener) startAttemptSpan(out *http.Request, x *exchange, ep *disc
 		span.End()
 		return nil
 	}
-	attempt, route := 0, ""
+	attempt := 0
 	if x.rec != nil {
 		attempt = x.rec.Attempts
 	}
-	if x.route != nil {
-		route = x.route.Name
-	}
 	sp := attrPool.Get().(*[]attribute.KeyValue)
-	*sp = appendAttemptAttrs(*sp, out.Method, route, x.service, ep, endpointHost(ep), attempt)
+	*sp = appendAttemptAttrs(*sp, out.Method, x.service, ep, endpointHost(ep), attempt)
 	return &attemptSpan{span: span, attrs: sp}
 }
 
