@@ -272,6 +272,15 @@ func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 	if t.client != nil {
 		hc.endAttempt(0, errAttemptAbandoned)
 	}
+	if !t.server.IsRecording() {
+		// An unsampled request: the upstream head already carries the
+		// server span's context (appendTraceFields), which says all a
+		// span of the attempt's would (the trace and "not sampled"), and
+		// saves its start. With every sampler the SDK offers an attempt
+		// is sampled exactly when its server span is: parent-based ones
+		// follow the parent, ratio ones decide by the trace ID both share.
+		return
+	}
 	_, span := hc.l.tr.tracer.Start(t.ctx, spanName(hc.rec.Method), clientKind...)
 	t.client = span
 	sc := span.SpanContext()

@@ -115,21 +115,24 @@ func (a *attemptSpan) finish(d balancer.DoneInfo) {
 
 // startAttemptSpan starts the client span of the attempt out (to ep) and
 // writes its context into out's header, in place of the client's
-// trace-context fields. It returns the span when it records, nil when it
-// does not (it is ended then: nothing of it is kept) or tracing is off.
+// trace-context fields. It returns the span, or nil when tracing is off
+// or the request is not sampled (no span is started then: the server
+// span's context goes upstream).
 func (l *HTTPListener) startAttemptSpan(out *http.Request, x *exchange, ep *discovery.Endpoint) *attemptSpan {
 	if l.tr == nil {
 		return nil
 	}
-	ctx, span := l.tr.tracer.Start(out.Context(), spanName(methodName([]byte(out.Method), false)), clientKind...)
 	for _, k := range traceHeaderKeys {
 		delete(out.Header, k)
 	}
-	l.tr.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
-	if !span.IsRecording() {
-		span.End()
+	if !trace.SpanFromContext(out.Context()).IsRecording() {
+		// Unsampled: the server span's context goes upstream, as on the
+		// fast path (see h1conn.startAttempt).
+		l.tr.prop.Inject(out.Context(), propagation.HeaderCarrier(out.Header))
 		return nil
 	}
+	ctx, span := l.tr.tracer.Start(out.Context(), spanName(methodName([]byte(out.Method), false)), clientKind...)
+	l.tr.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	attempt := 0
 	if x.rec != nil {
 		attempt = x.rec.Attempts
