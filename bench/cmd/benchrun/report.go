@@ -219,7 +219,7 @@ var titles = map[string]string{
 	"B1":  "L4 bulk throughput (iperf3), unpinned",
 	"B3":  "L4 request/response at a fixed 1000 req/s (fortio tcp, 64 B echo), pinned",
 	"B4":  "L7 HTTP/1.1, 1 KB responses, fixed 1000 req/s, connection sweep (fortio), pinned",
-	"B6":  "L7 HTTP/1.1 saturation (wrk), unpinned",
+	"B6":  "L7 HTTP/1.1 saturation (wrk): unpinned, the proxy contending with load and backend for both cores; pinned, the sidecar case, load and backend saturating CPU 0 and the proxy on CPU 1",
 	"B7":  "HTTP/2 many streams on few connections (h2load, unpinned) and gRPC at a fixed rate (ghz, pinned), over three backends",
 	"B9":  "Feature overhead at a fixed 1000 req/s (fortio, 1 KB), pinned: outrigger-res adds retries with a budget, endpoint and route circuit breakers, outlier detection, HTTP health checks, route and per-client rate limits and in-flight and connection limits, all on but not firing; outrigger-trace0 and outrigger-trace100 trace every request (server and client span, OTLP over gRPC to a sink) at 0% and 100% sampling",
 	"B10": "Footprint: RSS idle and with idle keep-alive connections (each carried one request), unpinned",
