@@ -206,7 +206,12 @@ func rerender(path, docs string) {
 }
 
 // runAll runs every case for every repetition and target, interleaving the
-// targets (direct, outrigger, peers, direct, outrigger, peers, ...).
+// targets (direct, outrigger, peers, direct, outrigger, peers, ...). Each
+// repetition starts one target later (outrigger, peers, direct; then
+// peers, direct, outrigger; ...), so that no target always runs in the
+// same place, right after the same one: a drift of the machine within a
+// repetition would otherwise count as a difference of the targets (B9's
+// few percent were within it).
 func (h *harness) runAll(ctx context.Context, cases []testCase) []run {
 	var runs []run
 	total := 0
@@ -217,7 +222,9 @@ func (h *harness) runAll(ctx context.Context, cases []testCase) []run {
 	n := 0
 	for rep := 1; rep <= h.p.Reps; rep++ {
 		for _, c := range cases {
-			for _, t := range h.targetsOf(c) {
+			ts := h.targetsOf(c)
+			for i := range ts {
+				t := ts[(i+rep-1)%len(ts)]
 				if ctx.Err() != nil {
 					return runs
 				}

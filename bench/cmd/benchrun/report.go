@@ -503,8 +503,9 @@ outputs and generated proxy configs under ` + "`bench/results/<time>-<set>/raw/`
 
 ## Method
 
-- **Pinned** (latency: B3, B4, B7 ghz): the load generator and the backend
-  run on CPU 0 (` + "`taskset -c 0`" + `), the proxy on CPU 1, with one worker:
+- **Pinned** (latency: B3, B4, B9, B7 ghz; and B6 pinned, the sidecar's
+  case): the load generator and the backend run on CPU 0
+  (` + "`taskset -c 0`" + `), the proxy on CPU 1, with one worker:
   ` + "`GOMAXPROCS=1`" + ` for Outrigger and Caddy, ` + "`nbthread 1`" + ` for HAProxy,
   ` + "`worker_processes 1`" + ` for nginx. **Unpinned** (capacity: B1, B6, B7
   h2load, B10): no pinning, one worker per core.
