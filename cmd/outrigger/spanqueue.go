@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/bits"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,12 +79,19 @@ var defaultSpanQueueOptions = spanQueueOptions{
 	ExportTimeout:      30 * time.Second,
 }
 
+// Caps on the OTEL_BSP_* values: a bigger queue would allocate gigabytes
+// at startup, a longer time overflow a time.Duration.
+const (
+	maxSpanQueueSize = 1 << 20 // 64 MiB of slots
+	maxSpanQueueMS   = 24 * 60 * 60 * 1000
+)
+
 // spanQueueOptionsFromEnv reads the OTEL_BSP_* variables over the
 // defaults. A value that is no positive integer is reported to log and
-// ignored, as the SDK does.
+// ignored, as the SDK does; one over its cap is capped, and said so.
 func spanQueueOptionsFromEnv(getenv env, log *slog.Logger) spanQueueOptions {
 	o := defaultSpanQueueOptions
-	num := func(name string, set func(int)) {
+	num := func(name string, limit int, set func(int)) {
 		v := strings.TrimSpace(getenv(name))
 		if v == "" {
 			return
@@ -93,12 +101,16 @@ func spanQueueOptionsFromEnv(getenv env, log *slog.Logger) spanQueueOptions {
 			log.Warn("tracing: ignoring "+name+": want a positive whole number", "value", v)
 			return
 		}
+		if n > limit {
+			log.Warn("tracing: "+name+" is over its limit; using the limit", "value", v, "limit", limit)
+			n = limit
+		}
 		set(n)
 	}
-	num("OTEL_BSP_MAX_QUEUE_SIZE", func(n int) { o.MaxQueueSize = n })
-	num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", func(n int) { o.MaxExportBatchSize = n })
-	num("OTEL_BSP_SCHEDULE_DELAY", func(n int) { o.ScheduleDelay = time.Duration(n) * time.Millisecond })
-	num("OTEL_BSP_EXPORT_TIMEOUT", func(n int) { o.ExportTimeout = time.Duration(n) * time.Millisecond })
+	num("OTEL_BSP_MAX_QUEUE_SIZE", maxSpanQueueSize, func(n int) { o.MaxQueueSize = n })
+	num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", maxSpanQueueSize, func(n int) { o.MaxExportBatchSize = n })
+	num("OTEL_BSP_SCHEDULE_DELAY", maxSpanQueueMS, func(n int) { o.ScheduleDelay = time.Duration(n) * time.Millisecond })
+	num("OTEL_BSP_EXPORT_TIMEOUT", maxSpanQueueMS, func(n int) { o.ExportTimeout = time.Duration(n) * time.Millisecond })
 	return o
 }
 
@@ -185,14 +197,14 @@ func (q *spanQueue) run() {
 		case <-q.kick:
 		case <-timer.C:
 		case ch := <-q.flush:
-			batch = q.exportAll(batch)
+			batch = q.exportUpTo(q.tail.Load(), batch)
 			close(ch)
 			continue
 		case <-q.stop:
-			q.exportAll(batch)
+			q.exportUpTo(q.tail.Load(), batch)
 			return
 		}
-		batch = q.exportAll(batch)
+		batch = q.exportUpTo(q.tail.Load(), batch)
 		timer.Reset(q.opts.ScheduleDelay)
 		if d := q.dropped.Load(); d != reported {
 			q.log.Warn("tracing: spans dropped, the export queue was full; raise OTEL_BSP_MAX_QUEUE_SIZE or check the collector",
@@ -202,13 +214,19 @@ func (q *spanQueue) run() {
 	}
 }
 
-// exportAll exports what is queued, a batch at a time, and returns buf
-// emptied for reuse (the exporter keeps no reference to the slice).
-func (q *spanQueue) exportAll(buf []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
-	for {
-		buf = q.take(buf[:0], q.opts.MaxExportBatchSize)
+// exportUpTo exports the spans of every position below end (a tail read
+// when run woke), a batch at a time, and returns buf emptied for reuse
+// (the exporter keeps no reference to the slice). Draining to a position,
+// not to the first slot still empty, matters: a producer may have claimed
+// a slot and not yet filled it (it is a few instructions from its store,
+// unless descheduled), and stopping there would leave the spans behind it
+// waiting for the schedule delay, with the kick that announced them spent.
+func (q *spanQueue) exportUpTo(end uint64, buf []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+	for q.head < end {
+		buf = q.take(buf[:0], int(min(end-q.head, uint64(q.opts.MaxExportBatchSize))))
 		if len(buf) == 0 {
-			return buf
+			runtime.Gosched() // let the producer of q.head store its span
+			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), q.opts.ExportTimeout)
 		err := q.exp.ExportSpans(ctx, buf)
@@ -216,12 +234,9 @@ func (q *spanQueue) exportAll(buf []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySp
 		if err != nil {
 			q.log.Warn("tracing: export failed", "spans", len(buf), "err", err)
 		}
-		full := len(buf) == q.opts.MaxExportBatchSize
 		clear(buf)
-		if !full {
-			return buf[:0]
-		}
 	}
+	return buf[:0]
 }
 
 // ForceFlush exports every span queued before the call.
@@ -243,7 +258,9 @@ func (q *spanQueue) ForceFlush(ctx context.Context) error {
 }
 
 // Shutdown exports what is queued, refuses spans from now on and shuts the
-// exporter down. Calls after the first return nil.
+// exporter down. A span ended by another goroutine while Shutdown runs may
+// be lost (so it is with the SDK's processor). Calls after the first
+// return nil.
 func (q *spanQueue) Shutdown(ctx context.Context) error {
 	first := false
 	q.once.Do(func() { first = true })

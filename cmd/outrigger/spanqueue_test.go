@@ -155,6 +155,32 @@ func TestSpanQueueDropsWhenFull(t *testing.T) {
 	}
 }
 
+// A kick that finds the oldest slot claimed but not yet filled (its
+// producer between its claim and its store) waits for it and exports the
+// batch then, not after the schedule delay.
+func TestSpanQueueWaitsForAClaimedSlot(t *testing.T) {
+	tp, q, exp := queueProvider(t, spanQueueOptions{MaxQueueSize: 16, MaxExportBatchSize: 4, ScheduleDelay: time.Hour, ExportTimeout: time.Second})
+	var spare []sdktrace.ReadOnlySpan
+	endSpans(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(&collectProcessor{out: &spare})), "late", 1)
+
+	pos := q.tail.Load()
+	if !q.tail.CompareAndSwap(pos, pos+1) { // claim, as OnEnd does
+		t.Fatal("claim failed")
+	}
+	endSpans(tp, "s", 3) // the third completes a batch of four: a kick
+	time.Sleep(20 * time.Millisecond)
+	if n := len(exp.GetSpans()); n != 0 {
+		t.Fatalf("%d spans exported past a slot not yet filled", n)
+	}
+	sl := &q.slots[pos&q.mask] // fill it, as OnEnd does
+	sl.span = spare[0]
+	sl.seq.Store(pos + 1)
+	waitSpans(t, exp, 4)
+	if got := exp.GetSpans()[0].Name; got != "late-0" {
+		t.Errorf("first span exported is %q, want the late one, oldest first", got)
+	}
+}
+
 // Unsampled spans are not queued.
 func TestSpanQueueSkipsUnsampled(t *testing.T) {
 	tp, _, exp := queueProvider(t, spanQueueOptions{MaxQueueSize: 8, MaxExportBatchSize: 1, ScheduleDelay: time.Hour, ExportTimeout: time.Second},
@@ -222,6 +248,13 @@ func TestSpanQueueOptionsFromEnv(t *testing.T) {
 	want := spanQueueOptions{MaxQueueSize: 100, MaxExportBatchSize: 10, ScheduleDelay: 250 * time.Millisecond, ExportTimeout: 30 * time.Second}
 	if o != want {
 		t.Errorf("got %+v, want %+v", o, want)
+	}
+	// Values that would allocate gigabytes or overflow a Duration are capped.
+	big := spanQueueOptionsFromEnv(envMap(map[string]string{
+		"OTEL_BSP_MAX_QUEUE_SIZE": "100000000000", "OTEL_BSP_SCHEDULE_DELAY": "9300000000000",
+	}), slog.New(slog.DiscardHandler))
+	if big.MaxQueueSize != maxSpanQueueSize || big.ScheduleDelay != maxSpanQueueMS*time.Millisecond || big.ScheduleDelay <= 0 {
+		t.Errorf("capped: got %+v", big)
 	}
 	q := newSpanQueue(tracetest.NewInMemoryExporter(), o, slog.New(slog.DiscardHandler))
 	defer q.Shutdown(context.Background())

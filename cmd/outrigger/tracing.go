@@ -245,7 +245,11 @@ func newOTLPClient(protocol, endpoint string) (otlptrace.Client, error) {
 		}
 		return otlptracegrpc.NewClient(opts...), nil
 	case protoHTTP:
-		var opts []otlptracehttp.Option
+		// Protobuf even when OTEL_EXPORTER_OTLP_PROTOCOL, which the client
+		// reads itself, says http/json: the client writes our encoded
+		// spans (see otlpExporter) only as protobuf, and the file's
+		// protocol wins.
+		opts := []otlptracehttp.Option{otlptracehttp.WithEncoding(otlptracehttp.EncodingProtobuf)}
 		if u != nil {
 			if u.Path == "" || u.Path == "/" {
 				u.Path = "/v1/traces"

@@ -232,6 +232,18 @@ func TestSetupTracingExports(t *testing.T) {
 			wantSpans: 1, wantName: "outrigger",
 		},
 		{
+			// The HTTP client would read OTEL_EXPORTER_OTLP_PROTOCOL itself
+			// and send JSON, which carries none of our encoded spans.
+			name: "file http/protobuf over env http/json",
+			http: true,
+			cfg:  func(url string) *TracingConfig { return &TracingConfig{Endpoint: url, Protocol: "http/protobuf"} },
+			env: func(string) map[string]string {
+				return map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json",
+					"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test"}
+			},
+			wantSpans: 1, wantName: "outrigger",
+		},
+		{
 			name: "env sampler ratio 0",
 			cfg:  func(string) *TracingConfig { return nil },
 			env: func(addr string) map[string]string {
