@@ -422,4 +422,17 @@ func TestWhyNamesAdmissionRefusals(t *testing.T) {
 	if got := routeRefusal(proxy.RouteAdmissionView{InFlight: 3, MaxRequests: 3}); !strings.Contains(got, "503 overflow") {
 		t.Errorf("full route: %q", got)
 	}
+	for _, tc := range []struct {
+		v    proxy.ServiceAdmissionView
+		want string // "" admits
+	}{
+		{proxy.ServiceAdmissionView{InFlight: 2, MaxRequests: 3, Connections: 9}, ""},
+		{proxy.ServiceAdmissionView{InFlight: 3, MaxRequests: 3}, "3 requests in flight of max_requests 3"},
+		{proxy.ServiceAdmissionView{Connections: 4, MaxConnections: 5}, ""},
+		{proxy.ServiceAdmissionView{Connections: 5, MaxConnections: 5}, "5 connections open of max_connections 5: a request that finds no idle pooled connection"},
+	} {
+		if got := serviceRefusal(tc.v); (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("serviceRefusal(%+v) = %q, want %q", tc.v, got, tc.want)
+		}
+	}
 }

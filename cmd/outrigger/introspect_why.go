@@ -190,8 +190,8 @@ func (p *process) why(r *http.Request) (int, any) {
 			if sl := adm.ServiceLimitsOf(s.Service); sl != nil {
 				v := sl.View()
 				ws.Limits = &v
-				if v.MaxRequests > 0 && v.InFlight >= v.MaxRequests {
-					verdict = fmt.Sprintf("%d requests in flight of max_requests %d: the proxy answers 503 overflow", v.InFlight, v.MaxRequests)
+				if r := serviceRefusal(v); r != "" {
+					verdict = r
 				}
 			}
 			parts = append(parts, fmt.Sprintf("%s (%g%%): %s", s.Service, s.Percent, verdict))
@@ -215,6 +215,21 @@ func routeRefusal(v proxy.RouteAdmissionView) string {
 		return fmt.Sprintf("%d requests in flight of max_requests %d: the proxy answers 503 overflow", v.InFlight, v.MaxRequests)
 	case v.Breaker == resilience.BreakerOpen.String():
 		return "its circuit breaker is open: the proxy answers 503 circuit_open"
+	}
+	return ""
+}
+
+// serviceRefusal says what a service's limits answer now, or "" when
+// they admit. A service at max_connections still takes requests onto its
+// idle pooled connections; only one that needs a new connection is
+// refused.
+func serviceRefusal(v proxy.ServiceAdmissionView) string {
+	switch {
+	case v.MaxRequests > 0 && v.InFlight >= v.MaxRequests:
+		return fmt.Sprintf("%d requests in flight of max_requests %d: the proxy answers 503 overflow", v.InFlight, v.MaxRequests)
+	case v.MaxConnections > 0 && v.Connections >= v.MaxConnections:
+		return fmt.Sprintf("%d connections open of max_connections %d: a request that finds no idle pooled connection is answered 503 overflow",
+			v.Connections, v.MaxConnections)
 	}
 	return ""
 }
