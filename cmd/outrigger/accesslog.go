@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -69,18 +70,30 @@ func (c *Config) validateAccessLog(add func(string, string, ...any)) {
 	}
 }
 
-// accessLog is the access log Observer and its writer.
+// accessLog is the access log Observer and its writer. A reload that keeps
+// the block applies a new sample at once (an atomic the request's
+// goroutine reads) and a new path through the writer, which switches
+// files between two lines (see retarget).
 type accessLog struct {
-	// set at construction
-	path   string // "stdout", "stderr" or the resolved file path
-	sample float64
+	sample atomic.Uint64 // math.Float64bits of the share of requests logged
 	log    *slog.Logger
 	lines  chan *[]byte
-	reopen chan struct{} // capacity 1: SIGHUP asks the writer to reopen
+	reopen chan struct{}  // capacity 1: SIGHUP asks the writer to reopen
+	swap   chan accessOut // retarget hands the writer a new output
+	done   chan struct{}  // closed when run returns
+	cur    string         // the path retarget last set; the control goroutine's
 
 	dropped atomic.Uint64 // lines not written because the queue was full
 
-	out io.WriteCloser // owned by run once it starts; opened by newAccessLog
+	// owned by run once it starts; set by newAccessLog
+	path string         // "stdout", "stderr" or the resolved file path
+	out  io.WriteCloser // open on path
+}
+
+// accessOut is an opened output and its path.
+type accessOut struct {
+	out  io.WriteCloser
+	path string
 }
 
 var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
@@ -92,21 +105,58 @@ func newAccessLog(cfg *Config, log *slog.Logger) (*accessLog, error) {
 		return nil, nil
 	}
 	l := &accessLog{
-		path:   a.Path,
-		sample: *a.Sample,
 		log:    log.With("component", "access_log"),
 		lines:  make(chan *[]byte, accessLogQueue),
 		reopen: make(chan struct{}, 1),
+		swap:   make(chan accessOut),
+		done:   make(chan struct{}),
 	}
-	if l.path != "stdout" && l.path != "stderr" {
-		l.path = cfg.resolve(a.Path)
-	}
-	out, err := l.open()
+	l.setSample(*a.Sample)
+	o, err := openAccessLog(accessLogPath(cfg))
 	if err != nil {
 		return nil, err
 	}
-	l.out = out
+	l.path, l.out, l.cur = o.path, o.out, o.path
 	return l, nil
+}
+
+// accessLogPath is cfg's access log path, a file's resolved against the
+// config file's directory.
+func accessLogPath(cfg *Config) string {
+	p := cfg.AccessLog.Path
+	if p != "stdout" && p != "stderr" {
+		p = cfg.resolve(p)
+	}
+	return p
+}
+
+func (l *accessLog) setSample(s float64) { l.sample.Store(math.Float64bits(s)) }
+
+// prepareRetarget opens cfg's path when it is not the one written now;
+// the zero accessOut when it is. A reload calls it before anything is
+// committed, so a path that cannot be opened fails the reload and the old
+// file stays.
+func (l *accessLog) prepareRetarget(cfg *Config) (accessOut, error) {
+	p := accessLogPath(cfg)
+	if p == l.cur {
+		return accessOut{}, nil
+	}
+	return openAccessLog(p)
+}
+
+// retarget hands o to the writer, which flushes, closes the old output
+// and writes on to o; a writer that has stopped closes nothing, so o is
+// closed here. The zero o does nothing.
+func (l *accessLog) retarget(o accessOut) {
+	if o.out == nil {
+		return
+	}
+	l.cur = o.path
+	select {
+	case l.swap <- o:
+	case <-l.done:
+		o.out.Close()
+	}
 }
 
 // nopCloser keeps the writer from closing stdout and stderr.
@@ -114,23 +164,24 @@ type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
 
-func (l *accessLog) open() (io.WriteCloser, error) {
-	switch l.path {
+// openAccessLog opens path ("stdout", "stderr" or a file, appended to).
+func openAccessLog(path string) (accessOut, error) {
+	switch path {
 	case "stdout":
-		return nopCloser{os.Stdout}, nil
+		return accessOut{nopCloser{os.Stdout}, path}, nil
 	case "stderr":
-		return nopCloser{os.Stderr}, nil
+		return accessOut{nopCloser{os.Stderr}, path}, nil
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("access_log: %w", err)
+		return accessOut{}, fmt.Errorf("access_log: %w", err)
 	}
-	return f, nil
+	return accessOut{f, path}, nil
 }
 
 // ObserveRequest formats r and queues the line; it never blocks.
 func (l *accessLog) ObserveRequest(r *proxy.RequestRecord) {
-	if l.sample < 1 && (l.sample <= 0 || rand.Float64() >= l.sample) {
+	if sample := math.Float64frombits(l.sample.Load()); sample < 1 && (sample <= 0 || rand.Float64() >= sample) {
 		return
 	}
 	bp := linePool.Get().(*[]byte)
@@ -161,6 +212,7 @@ func (l *accessLog) Reopen() {
 // run writes queued lines until ctx ends, then writes what is still
 // queued, flushes and closes the output.
 func (l *accessLog) run(ctx context.Context) {
+	defer close(l.done)
 	bw := bufio.NewWriterSize(l.out, 64<<10)
 	write := func(bp *[]byte) {
 		bw.Write(*bp)
@@ -180,15 +232,25 @@ func (l *accessLog) run(ctx context.Context) {
 			}
 		case <-l.reopen:
 			l.flush(bw)
-			out, err := l.open()
+			o, err := openAccessLog(l.path)
 			if err != nil {
 				l.log.Warn("access log not reopened; writing on to the open file", "err", err)
 				continue
 			}
 			l.out.Close()
-			l.out = out
-			bw.Reset(out)
+			l.out = o.out
+			bw.Reset(o.out)
 			l.log.Info("access log reopened", "path", l.path)
+		case o := <-l.swap:
+			// The lines queued before the reload go to the old output.
+			for len(l.lines) > 0 {
+				write(<-l.lines)
+			}
+			l.flush(bw)
+			l.out.Close()
+			l.path, l.out = o.path, o.out
+			bw.Reset(o.out)
+			l.log.Info("access log now written to a new path", "path", l.path)
 		case <-report.C:
 			if d := l.dropped.Load(); d != reported {
 				l.log.Warn("access log lines dropped: the writer falls behind", "dropped_total", d, "since_last", d-reported)

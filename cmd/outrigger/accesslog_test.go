@@ -222,7 +222,8 @@ func TestAccessLogSampleZeroWritesNothing(t *testing.T) {
 
 // A full queue drops and counts, and never blocks the request.
 func TestAccessLogFullQueueDrops(t *testing.T) {
-	l := &accessLog{sample: 1, lines: make(chan *[]byte, 2), log: slog.New(slog.DiscardHandler)}
+	l := &accessLog{lines: make(chan *[]byte, 2), log: slog.New(slog.DiscardHandler)}
+	l.setSample(1)
 	rec := &proxy.RequestRecord{Method: "GET", Status: 200}
 	done := make(chan struct{})
 	go func() {
@@ -288,8 +289,9 @@ func TestAccessLogConfigErrors(t *testing.T) {
 	}
 }
 
-// access_log is applied at start only: a reload that changes it keeps the
-// running one and says a restart is needed.
+// Adding or removing access_log needs a restart: a reload keeps the
+// running setting and says so. A change of the block's path or sample is
+// applied in place.
 func TestAccessLogChangeNeedsRestart(t *testing.T) {
 	base := rigConfig(`  - {name: web, listen: "127.0.0.1:0", protocol: http, service: b.test}` + "\n")
 	parse := func(extra string) *Config {
@@ -301,13 +303,81 @@ func TestAccessLogChangeNeedsRestart(t *testing.T) {
 	}
 	off, on, sampled := parse(""), parse("access_log: {path: stderr}\n"), parse("access_log: {path: stderr, sample: 0.5}\n")
 	for _, tc := range []struct {
-		old, next *Config
-		restart   bool
-	}{{off, on, true}, {on, sampled, true}, {on, parse("access_log: {path: stderr}\n"), false}, {nil, on, false}} {
+		old, next        *Config
+		restart, inPlace bool
+	}{
+		{off, on, true, false}, {on, off, true, false},
+		{on, sampled, false, true}, {on, parse("access_log: {path: stdout}\n"), false, true},
+		{on, parse("access_log: {path: stderr}\n"), false, false}, {nil, on, false, false},
+	} {
 		d := diffConfig(tc.old, tc.next)
 		if got := slices.Contains(d.restart, "access_log"); got != tc.restart {
 			t.Errorf("restart %v, want access_log there: %v", d.restart, tc.restart)
 		}
+		if d.accessLog != tc.inPlace {
+			t.Errorf("applied in place %v, want %v", d.accessLog, tc.inPlace)
+		}
+	}
+}
+
+// A reload that moves the access log to another file and lowers its
+// sample applies both: the lines of requests before it are in the old
+// file, those after it in the new one, and with sample 0 none; a path that
+// cannot be opened fails the reload and the log stays where it was.
+func TestAccessLogReloadPathAndSample(t *testing.T) {
+	r, _, _ := accessRig(t, "{path: a.log}")
+	web := r.addr("web")
+	dir := filepath.Dir(r.path)
+	config := func(accessLog string) string {
+		b, err := os.ReadFile(r.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		i := strings.Index(s, "access_log: ")
+		return s[:i] + "access_log: " + accessLog + "\n"
+	}
+	for range 3 {
+		if code, _ := get(t, web, "shop.test", "/ok"); code != 200 {
+			t.Fatalf("/ok = %d", code)
+		}
+	}
+	readLines(t, filepath.Join(dir, "a.log"), 3)
+
+	if s := r.reload(config("{path: b.log}")); s.Failures != 0 || slices.Contains(s.RestartNeeded, "access_log") {
+		t.Fatalf("reload: %+v", s)
+	}
+	for range 2 {
+		get(t, web, "shop.test", "/ok")
+	}
+	readLines(t, filepath.Join(dir, "b.log"), 2)
+
+	// A directory where the file should be: the open fails, the reload
+	// fails, b.log stays.
+	if err := os.Mkdir(filepath.Join(dir, "c.log"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.reload(config("{path: c.log}")); s.Failures != 1 || !strings.Contains(strings.Join(s.LastError, " "), "c.log") {
+		t.Fatalf("reload to an unopenable path: %+v", s)
+	}
+	get(t, web, "shop.test", "/ok")
+	readLines(t, filepath.Join(dir, "b.log"), 3)
+
+	if s := r.reload(config("{path: b.log, sample: 0}")); s.Failures != 1 {
+		t.Fatalf("reload: %+v", s)
+	}
+	for range 5 {
+		get(t, web, "shop.test", "/ok")
+	}
+	r.stop() // flushes and closes
+	if got := readLines(t, filepath.Join(dir, "b.log"), 3); len(got) != 3 {
+		t.Fatalf("b.log: %d lines", len(got))
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "b.log")); strings.Count(string(b), "\n") != 3 {
+		t.Errorf("b.log holds %d lines after sample 0, want still 3", strings.Count(string(b), "\n"))
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "a.log")); strings.Count(string(b), "\n") != 3 {
+		t.Errorf("a.log holds %d lines, want the 3 from before the move", strings.Count(string(b), "\n"))
 	}
 }
 

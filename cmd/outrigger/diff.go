@@ -40,6 +40,10 @@ type configDiff struct {
 	listenersUpdate []string
 	// drain says drain.delay or drain.timeout changed.
 	drain bool
+	// accessLog says access_log's path or sample changed, the block there
+	// before and after: applied in place. Adding or removing the block
+	// needs a restart (it is in restart then).
+	accessLog bool
 }
 
 // empty reports whether the diff changes nothing (restart-only changes
@@ -47,7 +51,7 @@ type configDiff struct {
 func (d *configDiff) empty() bool {
 	return len(d.sourcesStop) == 0 && len(d.sourcesStart) == 0 && len(d.servicesStop) == 0 &&
 		len(d.servicesStart) == 0 && len(d.listenersRemove) == 0 && len(d.listenersAdd) == 0 &&
-		len(d.listenersUpdate) == 0 && !d.drain
+		len(d.listenersUpdate) == 0 && !d.drain && !d.accessLog
 }
 
 // summary is one line naming every change, for the reload log.
@@ -71,6 +75,9 @@ func (d *configDiff) summary() string {
 	list("listeners updated in place:", d.listenersUpdate)
 	if d.drain {
 		parts = append(parts, "drain settings")
+	}
+	if d.accessLog {
+		parts = append(parts, "access_log")
 	}
 	if len(parts) == 0 {
 		return "no changes"
@@ -172,7 +179,11 @@ func diffConfig(old, next *Config) configDiff {
 	if old.Admin != next.Admin {
 		d.restart = append(d.restart, "admin.listen")
 	}
-	if !reflect.DeepEqual(old.AccessLog, next.AccessLog) {
+	switch {
+	case reflect.DeepEqual(old.AccessLog, next.AccessLog):
+	case old.AccessLog != nil && next.AccessLog != nil:
+		d.accessLog = true
+	default:
 		d.restart = append(d.restart, "access_log")
 	}
 	if !reflect.DeepEqual(old.Tracing, next.Tracing) {

@@ -96,6 +96,7 @@ type plan struct {
 	adds    []proxy.Listener        // the same, in diff order, for Server.Apply
 	updates []listenerUpdate
 	retries map[string]*retryRun // the retry settings of next, by service
+	access  accessOut            // a new access log output, opened; zero: none
 }
 
 // apply makes next the running config, all or nothing: on an error nothing
@@ -118,6 +119,9 @@ func (p *process) apply(next *Config) (configDiff, error) {
 			r.cancel()
 			<-r.done
 		}
+		if pl.access.out != nil {
+			pl.access.out.Close()
+		}
 		return pl.d, err
 	}
 
@@ -139,10 +143,17 @@ func (p *process) apply(next *Config) (configDiff, error) {
 	if pl.d.drain {
 		p.server.SetDrainTimeout(next.Drain.Timeout.D())
 	}
+	if pl.d.accessLog {
+		p.access.setSample(*next.AccessLog.Sample)
+		p.access.retarget(pl.access)
+	}
 
 	active := *next
 	if p.cfg != nil {
-		active.Node, active.Admin, active.AccessLog, active.Tracing = p.cfg.Node, p.cfg.Admin, p.cfg.AccessLog, p.cfg.Tracing
+		active.Node, active.Admin, active.Tracing = p.cfg.Node, p.cfg.Admin, p.cfg.Tracing
+		if !pl.d.accessLog {
+			active.AccessLog = p.cfg.AccessLog // unchanged, or a change that needs a restart
+		}
 	}
 	p.mu.Lock()
 	if p.cfg == nil {
@@ -210,6 +221,13 @@ func (p *process) prepare(next *Config) (*plan, error) {
 			return pl, fmt.Errorf("%s %q: %w", u.spec.kind, name, err)
 		}
 		pl.updates = append(pl.updates, u)
+	}
+	if pl.d.accessLog {
+		// Last: nothing after it fails before the bind, which closes it
+		// if it fails.
+		if pl.access, err = p.access.prepareRetarget(next); err != nil {
+			return pl, err
+		}
 	}
 	return pl, nil
 }
