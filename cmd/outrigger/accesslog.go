@@ -242,10 +242,9 @@ func (l *accessLog) run(ctx context.Context) {
 			bw.Reset(o.out)
 			l.log.Info("access log reopened", "path", l.path)
 		case o := <-l.swap:
-			// The lines queued before the reload go to the old output.
-			for len(l.lines) > 0 {
-				write(<-l.lines)
-			}
+			// Lines still queued go to the new output: the reload returns
+			// once the swap is taken, and a line queued after that must
+			// not land in the old file.
 			l.flush(bw)
 			l.out.Close()
 			l.path, l.out = o.path, o.out
