@@ -349,8 +349,12 @@ func TestClientGoneAfterStreamedBody(t *testing.T) {
 
 // slowServiceDesc is a gRPC service whose one method, Wait, reports the
 // deadline the server derived from the call's grpc-timeout (what is left
-// of it; -1 for none) and then waits for the call to end.
-func slowServiceDesc(left chan<- time.Duration) grpc.ServiceDesc {
+// of it; -1 for none), waits for the call to end and then for release:
+// it never answers a call itself, not even with its own
+// DEADLINE_EXCEEDED when its deadline passes (which, for the grpc-timeout
+// the proxy forwarded, is within microseconds of the proxy's own and
+// would race its answer).
+func slowServiceDesc(left chan<- time.Duration, release <-chan struct{}) grpc.ServiceDesc {
 	return grpc.ServiceDesc{
 		ServiceName: "outrigger.test.Slow",
 		HandlerType: (*any)(nil),
@@ -361,6 +365,7 @@ func slowServiceDesc(left chan<- time.Duration) grpc.ServiceDesc {
 			}
 			left <- d
 			<-ctx.Done()
+			<-release
 			return nil, ctx.Err()
 		})},
 	}
@@ -378,10 +383,12 @@ func TestGRPCTimeoutDeadlineExceeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
-	desc := slowServiceDesc(left)
+	release := make(chan struct{})
+	desc := slowServiceDesc(left, release)
 	srv.RegisterService(&desc, struct{}{})
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
+	t.Cleanup(func() { close(release) }) // before Stop: cleanups run last first
 	be := netip.MustParseAddrPort(ln.Addr().String())
 
 	for _, tc := range []struct {
