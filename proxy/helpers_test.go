@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,8 +159,9 @@ func echo(c *net.TCPConn) {
 	c.CloseWrite()
 }
 
-// closedPort returns a loopback address where nothing listens.
-func closedPort(t testing.TB) netip.AddrPort {
+// freePort returns a loopback address that was free a moment ago, for a
+// listener the test opens itself.
+func freePort(t testing.TB) netip.AddrPort {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -168,6 +170,28 @@ func closedPort(t testing.TB) netip.AddrPort {
 	addr := ln.Addr().(*net.TCPAddr).AddrPort()
 	ln.Close()
 	return addr
+}
+
+// closedPort returns a loopback address where nothing listens: a connect
+// is refused. The port stays bound (by a socket that does not listen,
+// without SO_REUSEADDR) until the test ends, so the kernel cannot give it
+// to a listener the test opens next: a port closed right away once went
+// to the proxy's own listener, and the "dead" endpoint was the proxy.
+func closedPort(t testing.TB) netip.AddrPort {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // testProxy is a Server with one listener "test" on 127.0.0.1:0.

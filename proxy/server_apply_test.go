@@ -183,7 +183,7 @@ func TestApplyAllOrNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	free := closedPort(t).String()
+	free := freePort(t).String()
 
 	srv := NewServer(ServerConfig{}, Options{},
 		NewTCPListener(TCPConfig{Name: "a", Listen: "127.0.0.1:0"}, newFakeUpstream(t, a), Options{}))

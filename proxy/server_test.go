@@ -117,7 +117,7 @@ func TestListenAllOrNone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	free := closedPort(t).String()
+	free := freePort(t).String()
 
 	up := newFakeUpstream(t)
 	srv := NewServer(ServerConfig{}, Options{},
