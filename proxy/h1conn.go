@@ -104,7 +104,9 @@ func (l *HTTPListener) fastEnabled() bool {
 func (l *HTTPListener) serveFast(c net.Conn, prefix []byte) {
 	hc := h1conns.Get().(*h1conn)
 	hc.l, hc.c = l, c
-	hc.tcp, _ = c.(*net.TCPConn)
+	if hc.tcp, _ = c.(*net.TCPConn); hc.tcp != nil {
+		hc.c = newSysConn(hc.tcp)
+	}
 	hc.takeFields()
 	hc.buf = upBufs.Get().(*[upBufSize]byte)[:]
 	hc.r, hc.w = 0, 0

@@ -20,7 +20,7 @@ func waitReadable(c *net.TCPConn) error {
 	}
 	var b [1]byte
 	return rc.Read(func(fd uintptr) bool {
-		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 		return errno != unix.EAGAIN // a byte, EOF, or an error the Read that follows sees
 	})

@@ -42,7 +42,7 @@ func (p *idleProbe) Alive() bool {
 func (p *idleProbe) peek(fd uintptr) {
 	// recvfrom with no address: nothing for the kernel to fill in, so
 	// nothing to allocate (unix.Recvfrom allocates a sockaddr).
-	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])), 1,
+	_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	p.alive = errno == unix.EAGAIN
 }

@@ -186,6 +186,7 @@ func (l *HTTPListener) dialUpstream(ctx context.Context, ep *epPool, addr netip.
 	}
 	uc := &upConn{nc: nc, pool: ep, buf: upBufs.Get().(*[upBufSize]byte)[:], svc: sl}
 	if uc.tcp, _ = nc.(*net.TCPConn); uc.tcp != nil {
+		uc.nc = newSysConn(uc.tcp)
 		if rc, err := uc.tcp.SyscallConn(); err == nil {
 			uc.probe = newIdleProbe(rc)
 		}
