@@ -282,7 +282,7 @@ func NewHTTPListener(cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Op
 		obs:       opts.Observer,
 		obsDetail: opts.ObserveDetail,
 		parkAfter: parkAfter,
-		tr:        opts.tracing(),
+		tr:        opts.tracing(cfg.Name),
 	}
 	l.SetRoutes(routes, ups)
 	l.dialer = &net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive}

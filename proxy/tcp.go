@@ -280,7 +280,7 @@ func NewTCPListener(cfg TCPConfig, up Upstream, opts Options) *TCPListener {
 		log:     opts.logger().With("listener", cfg.Name),
 		obs:     opts.TCPObserver,
 		dialer:  net.Dialer{Timeout: d.ConnectTimeout, KeepAliveConfig: keepAlive},
-		tr:      opts.tracing(),
+		tr:      opts.tracing(cfg.Name),
 	}
 }
 

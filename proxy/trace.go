@@ -29,8 +29,8 @@ import (
 //
 // Off (nil TracerProvider) costs one nil check per request and attempt.
 // When on, attributes are set only on recording (sampled) spans, so an
-// unsampled request costs the span starts and the ID generation, not the
-// attribute copies.
+// unsampled request costs its server span's start (the IDs and the
+// sampler's decision), not the attribute copies, and no attempt span.
 //
 // This package uses the OpenTelemetry API only; cmd/outrigger sets up the
 // SDK, the exporter and the propagator.
@@ -46,7 +46,6 @@ const (
 	attrEndpoint = attribute.Key("outrigger.endpoint") // the endpoint's ID
 	attrAttempt  = attribute.Key("outrigger.attempt")  // 1 for the first attempt of a request
 	attrAttempts = attribute.Key("outrigger.attempts") // on the server span: attempts taken
-	attrError    = attribute.Key("outrigger.error")    // the X-Outrigger-Error cause
 	attrClose    = attribute.Key("outrigger.close_reason")
 	attrSent     = attribute.Key("outrigger.bytes_sent")     // TCP: client to endpoint
 	attrReceived = attribute.Key("outrigger.bytes_received") // TCP: endpoint to client
@@ -62,9 +61,11 @@ type tracing struct {
 	injectTP, injectTS, injectB3 bool
 }
 
-// tracing returns the tracing of a listener built with o; nil when o has
-// no TracerProvider.
-func (o Options) tracing() *tracing {
+// tracing returns the tracing of the listener named name built with o;
+// nil when o has no TracerProvider. The listener's name is an attribute
+// of the tracer's instrumentation scope (outrigger.listener), exported
+// once per batch and scope rather than on every span.
+func (o Options) tracing(name string) *tracing {
 	if o.TracerProvider == nil {
 		return nil
 	}
@@ -72,7 +73,10 @@ func (o Options) tracing() *tracing {
 	if p == nil {
 		p = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
-	t := &tracing{tracer: o.TracerProvider.Tracer(tracerName), prop: p}
+	t := &tracing{
+		tracer: o.TracerProvider.Tracer(tracerName, trace.WithInstrumentationAttributes(attrListener.String(name))),
+		prop:   p,
+	}
 	for _, f := range p.Fields() {
 		switch strings.ToLower(f) {
 		case "traceparent":
@@ -154,9 +158,19 @@ func equalFoldLower(b []byte, s string) bool {
 // request's head is in hand. The SDK does not keep the slice passed.
 
 // Counts of attributes, for scratch slices that never grow.
+//
+// A span ends in the SDK with a map of its attribute keys (to drop
+// duplicates), and a Go map of up to eight entries is one small block
+// where one of nine or more is a table of several: so a request's spans
+// keep to eight attributes each as a rule, and only an error, a retry or
+// a protocol other than HTTP/1.1 adds more. Of the HTTP semantic
+// conventions' recommended attributes, network.protocol.version is set
+// only when it is not 1.1; the listener's name is on the instrumentation
+// scope (Options.tracing), and the service on the attempts' spans (on the
+// server span only when no attempt was made).
 const (
-	serverSpanAttrs = 14 // start: 8; end: 6 at most
-	clientSpanAttrs = 8  // start: 6; end: 2
+	serverSpanAttrs = 12 // start: 6 (7 with the protocol version); end: 2 as a rule, 5 at most
+	clientSpanAttrs = 8  // start: 6; end: 2 at most
 )
 
 // endServerSpan ends a request's server span with attrs (gathered at its
@@ -173,7 +187,8 @@ func endServerSpan(span trace.Span, rec *RequestRecord, attrs []attribute.KeyVal
 		if rec.Route != "" {
 			attrs = append(attrs, attrRoute.String(rec.Route))
 		}
-		if rec.Service != "" {
+		if rec.Service != "" && rec.Attempts == 0 {
+			// No attempt span says it.
 			attrs = append(attrs, attrService.String(rec.Service))
 		}
 		if rec.Attempts > 1 {
@@ -183,7 +198,9 @@ func endServerSpan(span trace.Span, rec *RequestRecord, attrs []attribute.KeyVal
 		}
 		switch {
 		case rec.Cause != "":
-			attrs = append(attrs, attrError.String(rec.Cause), semconv.ErrorTypeKey.String(rec.Cause))
+			// The cause is the status description too (and the
+			// X-Outrigger-Error value).
+			attrs = append(attrs, semconv.ErrorTypeKey.String(rec.Cause))
 			span.SetStatus(codes.Error, rec.Cause)
 		case rec.Status >= 500:
 			attrs = append(attrs, semconv.ErrorTypeKey.String(statusString(rec.Status)))

@@ -139,8 +139,6 @@ func (hc *h1conn) startServerSpan() {
 		semconv.HTTPRequestMethodKey.String(methodName(req.Method, true)),
 		semconv.URLPath(t.path),
 		semconv.URLScheme(hc.scheme()),
-		semconv.NetworkProtocolVersion("1.1"),
-		attrListener.String(hc.l.cfg.Name),
 	)
 	host, port := hc.traceHost()
 	t.attrs = appendHostAttrs(t.attrs, host, port)

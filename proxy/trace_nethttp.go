@@ -76,9 +76,10 @@ func (l *HTTPListener) endServerSpan(r *http.Request, rec *RequestRecord) {
 		semconv.HTTPRequestMethodKey.String(r.Method),
 		semconv.URLPath(r.URL.Path),
 		semconv.URLScheme(scheme),
-		semconv.NetworkProtocolVersion(version),
-		attrListener.String(l.cfg.Name),
 	)
+	if version != "1.1" {
+		attrs = append(attrs, semconv.NetworkProtocolVersion(version))
+	}
 	host, port := splitHost(r.Host, port)
 	attrs = appendHostAttrs(attrs, host, port)
 	if peer, _, ok := parsePeer(r.RemoteAddr); ok {

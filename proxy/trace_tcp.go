@@ -25,7 +25,7 @@ func (c *conn) startSpan() {
 	_, span := tr.tracer.Start(context.Background(), "tcp "+c.l.cfg.Name, serverKind...)
 	c.span = span
 	if span.IsRecording() {
-		attrs := []attribute.KeyValue{semconv.NetworkTransportTCP, attrListener.String(c.l.cfg.Name)}
+		attrs := []attribute.KeyValue{semconv.NetworkTransportTCP}
 		attrs = append(attrs, peerAttrs(c.client.RemoteAddr().String())...)
 		span.SetAttributes(attrs...)
 	}

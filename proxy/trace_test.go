@@ -210,9 +210,7 @@ func TestTraceSpansAndPropagation(t *testing.T) {
 				"server.port":               "8080",
 				"client.address":            "127.0.0.1",
 				"http.response.status_code": "200",
-				"outrigger.listener":        "test",
 				"outrigger.route":           "all",
-				"outrigger.service":         "web.shop",
 			}
 			if diff := cmp.Diff(attrs(server, keys(wantServer)...), wantServer); diff != "" {
 				t.Errorf("server span attributes (-got +want):\n%s", diff)
@@ -229,15 +227,22 @@ func TestTraceSpansAndPropagation(t *testing.T) {
 			if diff := cmp.Diff(attrs(client, keys(wantClient)...), wantClient); diff != "" {
 				t.Errorf("client span attributes (-got +want):\n%s", diff)
 			}
+			// The listener is named once, on the instrumentation scope.
+			for _, s := range []tracetest.SpanStub{server, client} {
+				if v, ok := s.InstrumentationScope.Attributes.Value("outrigger.listener"); !ok || v.AsString() != "test" {
+					t.Errorf("%s span scope attributes %v, want outrigger.listener=test", s.SpanKind, s.InstrumentationScope.Attributes.ToSlice())
+				}
+			}
 			if server.Status.Code != codes.Unset || client.Status.Code != codes.Unset {
 				t.Errorf("statuses %v, %v; want unset", server.Status, client.Status)
 			}
 			// Every attribute, each once.
 			wantKeys := map[*tracetest.SpanStub][]string{
-				// One attempt: outrigger.attempts is set only on a retry.
+				// One attempt: outrigger.attempts is set only on a retry,
+				// the service is on the attempt, the protocol version
+				// only when it is not 1.1: eight (see serverSpanAttrs).
 				&server: {"client.address", "http.request.method", "http.response.status_code",
-					"network.protocol.version", "outrigger.listener", "outrigger.route", "outrigger.service",
-					"server.address", "server.port", "url.path", "url.scheme"},
+					"outrigger.route", "server.address", "server.port", "url.path", "url.scheme"},
 				&client: {"http.request.method", "http.response.status_code",
 					"outrigger.attempt", "outrigger.endpoint",
 					"outrigger.service", "server.address", "server.port"},
@@ -399,7 +404,7 @@ func TestTraceErrors(t *testing.T) {
 			if server.Status.Code != codes.Error || server.Status.Description != "no_route" {
 				t.Errorf("status %v, want error no_route", server.Status)
 			}
-			want := map[string]string{"outrigger.error": "no_route", "error.type": "no_route", "http.response.status_code": "404"}
+			want := map[string]string{"error.type": "no_route", "http.response.status_code": "404"}
 			if diff := cmp.Diff(attrs(server, keys(want)...), want); diff != "" {
 				t.Errorf("(-got +want):\n%s", diff)
 			}
