@@ -127,12 +127,12 @@ func injector(name string) (propagation.TextMapPropagator, error) {
 
 // tracingSetup is the process's tracing; zero when off.
 type tracingSetup struct {
-	provider   *sdktrace.TracerProvider // nil when off
+	provider   *tracerProvider // nil when off
 	propagator propagation.TextMapPropagator
 }
 
 // TracerProvider is what the proxy gets: nil when tracing is off (a nil
-// *sdktrace.TracerProvider in the interface would not be nil).
+// *tracerProvider in the interface would not be nil).
 func (s tracingSetup) TracerProvider() trace.TracerProvider {
 	if s.provider == nil {
 		return nil
@@ -185,13 +185,13 @@ func setupTracing(ctx context.Context, cfg *TracingConfig, node NodeConfig, gete
 	if err != nil {
 		return tracingSetup{}, err
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	sampling := "from OTEL_TRACES_SAMPLER"
+	var sampler sdktrace.Sampler
+	var sampling string
 	if cfg.SamplerRatio != nil {
-		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*cfg.SamplerRatio))))
+		sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*cfg.SamplerRatio))
 		sampling = "parent-based ratio " + strconv.FormatFloat(*cfg.SamplerRatio, 'g', -1, 64)
-	} else if getenv("OTEL_TRACES_SAMPLER") == "" {
-		sampling = "parent-based, all new traces"
+	} else {
+		sampler, sampling = samplerFromEnv(getenv, log)
 	}
 	prop, names, err := tracingPropagator(cfg.Propagators, getenv, log)
 	if err != nil {
@@ -204,10 +204,51 @@ func setupTracing(ctx context.Context, cfg *TracingConfig, node NodeConfig, gete
 	}))
 	// Spans are batched by our queue, not the SDK's batch span processor
 	// (spanqueue.go says why); it reads the same OTEL_BSP_* settings.
-	opts = append(opts, sdktrace.WithSpanProcessor(newSpanQueue(exp, spanQueueOptionsFromEnv(getenv, log), log)))
+	queue := newSpanQueue(exp, spanQueueOptionsFromEnv(getenv, log), log)
 	log.Info("tracing on", "endpoint", cmp.Or(endpoint, envEndpoint), "protocol", protocol,
 		"sampling", sampling, "propagators", strings.Join(names, ","))
-	return tracingSetup{provider: sdktrace.NewTracerProvider(opts...), propagator: prop}, nil
+	return tracingSetup{provider: newTracerProvider(sampler, res, queue), propagator: prop}, nil
+}
+
+// samplerFromEnv is the sampler OTEL_TRACES_SAMPLER and
+// OTEL_TRACES_SAMPLER_ARG name, read as the SDK reads them: unset,
+// parent-based always on; an unknown name or a bad argument is logged
+// and the default (or a ratio of 1) used instead.
+func samplerFromEnv(getenv env, log *slog.Logger) (sdktrace.Sampler, string) {
+	name := strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER")))
+	arg := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER_ARG"))
+	ratio := func() sdktrace.Sampler {
+		if arg == "" {
+			return sdktrace.TraceIDRatioBased(1)
+		}
+		v, err := strconv.ParseFloat(arg, 64)
+		if err != nil || v < 0 || v > 1 {
+			log.Warn("OTEL_TRACES_SAMPLER_ARG: not a ratio from 0 to 1; sampling all", "value", arg)
+			return sdktrace.TraceIDRatioBased(1)
+		}
+		return sdktrace.TraceIDRatioBased(v)
+	}
+	switch name {
+	case "":
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), "parent-based, all new traces"
+	case "always_on":
+		return sdktrace.AlwaysSample(), name
+	case "always_off":
+		return sdktrace.NeverSample(), name
+	case "traceidratio":
+		s := ratio()
+		return s, s.Description()
+	case "parentbased_always_on":
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), name
+	case "parentbased_always_off":
+		return sdktrace.ParentBased(sdktrace.NeverSample()), name
+	case "parentbased_traceidratio":
+		s := sdktrace.ParentBased(ratio())
+		return s, s.Description()
+	}
+	log.Warn("OTEL_TRACES_SAMPLER: unsupported sampler; sampling parent-based, all new traces", "value", name,
+		"supported", "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio")
+	return sdktrace.ParentBased(sdktrace.AlwaysSample()), "parent-based, all new traces"
 }
 
 // defaultOTLPProtocol is the protocol of an endpoint none was given for: the
