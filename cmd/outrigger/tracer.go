@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"math/rand/v2"
 	"reflect"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,15 +61,9 @@ type tracerProvider struct {
 	embedded.TracerProvider
 
 	sampler sdktrace.Sampler
-	// parentDecides: sampler is sdktrace.ParentBased with its default
-	// samplers for a parent (always on for a sampled one, always off
-	// otherwise), so with a valid parent the parent's sampled flag is the
-	// decision, the parent's trace state the result's, and Start need not
-	// ask the sampler (on the proxy's attempt spans, that call was a tenth
-	// of their start)
-	parentDecides bool
-	res           *resource.Resource
-	queue         *spanQueue
+	plan    samplePlan // how Start decides for the SDK's standard samplers without asking
+	res     *resource.Resource
+	queue   *spanQueue
 
 	mu      sync.Mutex
 	tracers map[tracerKey]*tracer
@@ -92,8 +88,26 @@ func newTracerProvider(sampler sdktrace.Sampler, res *resource.Resource, queue *
 	if res == nil {
 		res = resource.Default()
 	}
-	return &tracerProvider{sampler: sampler, parentDecides: isDefaultParentBased(sampler), res: res, queue: queue,
-		tracers: map[tracerKey]*tracer{}}
+	return &tracerProvider{sampler: sampler, plan: planOf(sampler), res: res, queue: queue, tracers: map[tracerKey]*tracer{}}
+}
+
+// samplePlan is a sampler's decision rule when the sampler is one of the
+// SDK's standard ones (every sampler setupTracing makes is), so that Start
+// decides in a few instructions instead of a chain of calls through the
+// sampler, the context and the parent's span (at 1000 requests a second,
+// on cold caches, that chain was a large part of an unsampled request's
+// tracing cost). TestTracerSamplingMatchesSDK checks each plan against
+// its sampler's own answers.
+type samplePlan struct {
+	known bool // false: ask the sampler
+	// parentBased: sdktrace.ParentBased with its default parent samplers,
+	// so a valid parent's sampled flag decides
+	parentBased bool
+	// a new trace (or any, when not parentBased) is sampled when the
+	// trace ID's last 8 bytes, shifted right by one, are below bound, as
+	// TraceIDRatioBased reads them; all is AlwaysSample (a ratio of 1)
+	bound uint64
+	all   bool
 }
 
 // defaultParentSamplers is how sdktrace.ParentBased describes its parent
@@ -101,12 +115,47 @@ func newTracerProvider(sampler sdktrace.Sampler, res *resource.Resource, queue *
 const defaultParentSamplers = ",remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler," +
 	"localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
 
-// isDefaultParentBased reports whether s is sdktrace.ParentBased(root)
-// without options, by its description (the SDK's samplers are not
-// otherwise inspectable).
-func isDefaultParentBased(s sdktrace.Sampler) bool {
+// planOf reads s's rule from its description (the SDK's samplers are not
+// otherwise inspectable); unknown samplers get a plan that asks them.
+func planOf(s sdktrace.Sampler) samplePlan {
 	d := s.Description()
-	return strings.HasPrefix(d, "ParentBased{root:") && strings.HasSuffix(d, defaultParentSamplers)
+	var p samplePlan
+	if root, ok := strings.CutPrefix(d, "ParentBased{root:"); ok {
+		if root, ok = strings.CutSuffix(root, defaultParentSamplers); !ok {
+			return samplePlan{}
+		}
+		p.parentBased, d = true, root
+	}
+	switch {
+	case d == "AlwaysOnSampler":
+		p.all = true
+	case d == "AlwaysOffSampler":
+	case strings.HasPrefix(d, "TraceIDRatioBased{") && strings.HasSuffix(d, "}"):
+		f, err := strconv.ParseFloat(d[len("TraceIDRatioBased{"):len(d)-1], 64)
+		switch {
+		case err != nil:
+			return samplePlan{}
+		case f >= 1:
+			p.all = true
+		case f > 0:
+			p.bound = uint64(f * (1 << 63)) // %g round-trips: the SDK's own bound
+		}
+	default:
+		return samplePlan{}
+	}
+	p.known = true
+	return p
+}
+
+// sampled is the plan's decision for a span of trace tid under parent.
+func (p *samplePlan) sampled(tid trace.TraceID, parent trace.SpanContext) bool {
+	switch {
+	case p.parentBased && parent.IsValid():
+		return parent.IsSampled()
+	case p.all:
+		return true
+	}
+	return binary.BigEndian.Uint64(tid[8:16])>>1 < p.bound
 }
 
 type tracerKey struct {
@@ -174,12 +223,14 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 		tid = newTraceID()
 	}
 	var res sdktrace.SamplingResult
-	switch {
-	case t.p.parentDecides && parent.IsValid() && parent.IsSampled():
-		res = sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: parent.TraceState()}
-	case t.p.parentDecides && parent.IsValid():
-		res = sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: parent.TraceState()}
-	default:
+	if t.p.plan.known {
+		// the SDK's standard samplers pass the parent's trace state on
+		// and add no attributes
+		res.Tracestate = parent.TraceState()
+		if t.p.plan.sampled(tid, parent) {
+			res.Decision = sdktrace.RecordAndSample
+		}
+	} else {
 		res = t.p.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid,
 			Name: name, Kind: cfg.SpanKind(), Attributes: cfg.Attributes(), Links: cfg.Links()})
 	}

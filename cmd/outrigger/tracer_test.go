@@ -198,8 +198,8 @@ func TestTracerMatchesSDK(t *testing.T) {
 // Sampling: for every sampler the proxy can be given and every kind of
 // parent, our tracer's decision (recording, sampled flag, trace state) is
 // the sampler's own for the trace ID it made, which with a parent is the
-// parent's; where the parent alone decides, Start does not ask the
-// sampler (parentDecides), and this checks it answers the same.
+// parent's; for the SDK's standard samplers Start does not ask the
+// sampler (samplePlan), and this checks it answers the same.
 func TestTracerSamplingMatchesSDK(t *testing.T) {
 	ts, err := trace.ParseTraceState("vendor=x")
 	if err != nil {
@@ -217,22 +217,25 @@ func TestTracerSamplingMatchesSDK(t *testing.T) {
 		"local sampled": parent(true, false), "local not sampled": parent(false, false),
 	}
 	for _, tc := range []struct {
-		s             sdktrace.Sampler
-		parentDecides bool
+		s     sdktrace.Sampler
+		known bool // planned, not asked
 	}{
 		{sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0)), true},
 		{sdktrace.ParentBased(sdktrace.TraceIDRatioBased(1)), true},
 		{sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.5)), true},
+		{sdktrace.ParentBased(sdktrace.TraceIDRatioBased(1.0 / 3)), true},
 		{sdktrace.ParentBased(sdktrace.AlwaysSample()), true},
 		{sdktrace.ParentBased(sdktrace.NeverSample()), true},
-		{sdktrace.AlwaysSample(), false},
-		{sdktrace.NeverSample(), false},
-		{sdktrace.TraceIDRatioBased(0.5), false},
+		{sdktrace.AlwaysSample(), true},
+		{sdktrace.NeverSample(), true},
+		{sdktrace.TraceIDRatioBased(0.5), true},
+		{sdktrace.TraceIDRatioBased(1e-300), true},
 		{sdktrace.ParentBased(sdktrace.AlwaysSample(), sdktrace.WithRemoteParentNotSampled(sdktrace.AlwaysSample())), false},
+		{sdktrace.ParentBased(sdktrace.ParentBased(sdktrace.AlwaysSample())), false},
 	} {
 		ours, _ := ourProvider(t, tc.s, resource.Empty())
-		if ours.parentDecides != tc.parentDecides {
-			t.Errorf("%s: parentDecides %v, want %v", tc.s.Description(), ours.parentDecides, tc.parentDecides)
+		if ours.plan.known != tc.known {
+			t.Errorf("%s: planned %v, want %v", tc.s.Description(), ours.plan.known, tc.known)
 		}
 		for name, p := range parents {
 			ctx := trace.ContextWithSpanContext(context.Background(), p)
