@@ -299,10 +299,13 @@ type span struct {
 	attrs      []attribute.KeyValue // inline's, or a larger array past spanInlineAttrs
 	events     []sdktrace.Event
 	links      []sdktrace.Link
-	children   int
-	dropAttrs  int
-	dropEvents int
-	dropLinks  int
+	// int32: with eight inline attributes the span fits the allocator's
+	// 896-byte size class, with room to spare (the next is 1024 bytes;
+	// TestSpanSizeClass)
+	children   int32
+	dropAttrs  int32
+	dropEvents int32
+	dropLinks  int32
 	inline     [spanInlineAttrs]attribute.KeyValue
 }
 
@@ -481,10 +484,10 @@ func (s *span) InstrumentationLibrary() instrumentation.Library {
 	return instrumentation.Library(s.t.scope)
 }
 func (s *span) Resource() *resource.Resource { return s.t.p.res }
-func (s *span) DroppedAttributes() int       { return s.dropAttrs }
-func (s *span) DroppedLinks() int            { return s.dropLinks }
-func (s *span) DroppedEvents() int           { return s.dropEvents }
-func (s *span) ChildSpanCount() int          { return s.children }
+func (s *span) DroppedAttributes() int       { return int(s.dropAttrs) }
+func (s *span) DroppedLinks() int            { return int(s.dropLinks) }
+func (s *span) DroppedEvents() int           { return int(s.dropEvents) }
+func (s *span) ChildSpanCount() int          { return int(s.children) }
 
 // unrecordedSpan is a span the sampler dropped: it carries its context
 // for propagation and records nothing.
