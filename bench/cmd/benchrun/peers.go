@@ -155,7 +155,7 @@ upstreams:
 `,
 	// A server and a client span per request, batched and sent over OTLP
 	// gRPC to benchrun's sink; at 0% nothing is sent, but every request
-	// still starts both spans and carries a traceparent upstream.
+	// still starts its server span and carries a traceparent upstream.
 	"outrigger-trace0":   fmt.Sprintf("tracing: {endpoint: \"http://127.0.0.1:%d\", protocol: grpc, sampler_ratio: 0}\n", portOTLP),
 	"outrigger-trace100": fmt.Sprintf("tracing: {endpoint: \"http://127.0.0.1:%d\", protocol: grpc, sampler_ratio: 1}\n", portOTLP),
 }
