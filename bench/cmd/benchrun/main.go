@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/bench/internal/otlpsink"
 )
 
 // params are the knobs of a set.
@@ -55,7 +57,7 @@ type harness struct {
 	p        params
 	targets  map[string]bool // peers selected by -targets
 	skip     map[string]string
-	sink     *otlpSink // B9's tracing targets export here; started on first use
+	sink     *otlpsink.Sink // B9's tracing targets export here; started on first use
 }
 
 func main() {

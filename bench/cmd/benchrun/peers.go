@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/outrigger-mesh/outrigger/bench/internal/otlpsink"
 )
 
 // route is what a proxy under test forwards: its front protocol and the
@@ -94,9 +96,9 @@ func (h *harness) startProxy(ctx context.Context, target string, rt route, pinne
 	case "outrigger", "outrigger-res":
 		r, err = h.startOutrigger(dir, listen, rt, cpu, workers, outriggerFeatures[target])
 	case "outrigger-trace0", "outrigger-trace100":
-		var sink *otlpSink
+		var sink *otlpsink.Sink
 		if sink, err = h.otlp(); err == nil {
-			fmt.Fprintf(os.Stderr, "benchrun: otlp sink has %d spans so far\n", sink.spans.Load())
+			fmt.Fprintf(os.Stderr, "benchrun: otlp sink has %d spans so far\n", sink.Spans())
 			r, err = h.startOutrigger(dir, listen, rt, cpu, workers, outriggerFeatures[target])
 		}
 	case "haproxy":
