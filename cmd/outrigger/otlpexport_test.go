@@ -184,19 +184,7 @@ func TestOTLPEncodingMatchesOfficial(t *testing.T) {
 // varint bytes at every level, matches too; and an empty batch sends
 // nothing.
 func TestOTLPEncodingLargeBatch(t *testing.T) {
-	spans := benchSpans(1024)
-	official := &captureClient{}
-	if err := otlptrace.NewUnstarted(official).ExportSpans(context.Background(), spans); err != nil {
-		t.Fatal(err)
-	}
-	ours := &captureClient{}
-	exp, err := newOTLPExporter(context.Background(), ours)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := exp.ExportSpans(context.Background(), spans); err != nil {
-		t.Fatal(err)
-	}
+	official, ours, exp := exportBoth(t, benchSpans(1024))
 	if d := diffProto(official.got, ours.got); d != "" {
 		t.Fatalf("(-official +ours):\n%s", d)
 	}
@@ -204,6 +192,24 @@ func TestOTLPEncodingLargeBatch(t *testing.T) {
 	if err := exp.ExportSpans(context.Background(), nil); err != nil || ours.got != nil {
 		t.Errorf("empty batch: err %v, sent %v", err, ours.got)
 	}
+}
+
+// exportBoth exports spans through the official exporter and through
+// ours, each into a captureClient, and returns both and our exporter.
+func exportBoth(t *testing.T, spans []sdktrace.ReadOnlySpan) (official, ours *captureClient, exp *otlpExporter) {
+	t.Helper()
+	official, ours = &captureClient{}, &captureClient{}
+	if err := otlptrace.NewUnstarted(official).ExportSpans(context.Background(), spans); err != nil {
+		t.Fatal(err)
+	}
+	exp, err := newOTLPExporter(context.Background(), ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exp.ExportSpans(context.Background(), spans); err != nil {
+		t.Fatal(err)
+	}
+	return official, ours, exp
 }
 
 // An upload error comes back to the span queue, which logs it.

@@ -15,7 +15,6 @@ import (
 	gocmp "github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -348,18 +347,7 @@ func TestOTLPEncodingOfOurSpans(t *testing.T) {
 	tp, flush := ourProvider(t, sdktrace.AlwaysSample(), resource.NewSchemaless(attribute.String("service.name", "outrigger")))
 	spanScript(tp)
 	spans := flush()
-	official := &captureClient{}
-	if err := otlptrace.NewUnstarted(official).ExportSpans(context.Background(), spans); err != nil {
-		t.Fatal(err)
-	}
-	ours := &captureClient{}
-	exp, err := newOTLPExporter(context.Background(), ours)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := exp.ExportSpans(context.Background(), spans); err != nil {
-		t.Fatal(err)
-	}
+	official, ours, _ := exportBoth(t, spans)
 	if len(ours.got) != 1 || len(spans) != 5 {
 		t.Fatalf("%d resources of %d spans, want 1 of 5", len(ours.got), len(spans))
 	}
