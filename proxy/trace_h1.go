@@ -27,7 +27,11 @@ import (
 // value means no span. Owned by the connection's goroutine; it outlives
 // the connection (h1conns), and so do its scratch slices and caches.
 type h1Trace struct {
-	ctx    context.Context // the server span's context
+	ctx context.Context // the server span's context
+	// the server span's SpanContext, valid while a request is served;
+	// with a tracer that skips unsampled spans (sampledStarter), that of
+	// the span an unsampled request would have had, and server is nil
+	sc     trace.SpanContext
 	server trace.Span
 	client trace.Span // the attempt in flight, nil between attempts
 
@@ -114,11 +118,18 @@ func (hc *h1conn) startServerSpan() {
 		// baggage and B3, each a scan of the head) are skipped.
 		ctx = tr.prop.Extract(ctx, (*h1Carrier)(hc))
 	}
-	ctx, span := tr.tracer.Start(ctx, spanName(hc.rec.Method), serverKind...)
+	var span trace.Span
+	var sc trace.SpanContext
+	if tr.sampled != nil {
+		ctx, span, sc = tr.sampled.StartSampled(ctx, spanName(hc.rec.Method), trace.SpanKindServer)
+	} else {
+		ctx, span = tr.tracer.Start(ctx, spanName(hc.rec.Method), serverKind...)
+		sc = span.SpanContext()
+	}
 	t := &hc.trace
-	t.ctx, t.server, t.client, t.tpOff, t.b3Off = ctx, span, nil, 0, 0
-	hc.rec.TraceID = span.SpanContext().TraceID()
-	if !span.IsRecording() {
+	t.ctx, t.sc, t.server, t.client, t.tpOff, t.b3Off = ctx, sc, span, nil, 0, 0
+	hc.rec.TraceID = sc.TraceID()
+	if span == nil || !span.IsRecording() {
 		return
 	}
 	req := &hc.req
@@ -192,7 +203,9 @@ func (hc *h1conn) defaultPort() int {
 // failure path left open).
 func (hc *h1conn) endServerSpan() {
 	t := &hc.trace
+	t.sc = trace.SpanContext{}
 	if t.server == nil {
+		t.ctx = nil
 		return
 	}
 	if t.client != nil {
@@ -215,10 +228,10 @@ func (e *traceError) Error() string { return e.s }
 func (hc *h1conn) appendTraceFields(b []byte) []byte {
 	t, tr := &hc.trace, hc.l.tr
 	t.tpOff, t.b3Off = 0, 0
-	if t.server == nil {
+	sc := t.sc
+	if !sc.IsValid() {
 		return b
 	}
-	sc := t.server.SpanContext()
 	if tr.injectTP {
 		b = append(b, "traceparent: "...)
 		t.tpOff = len(b)
@@ -261,7 +274,8 @@ func appendB3(b []byte, sc trace.SpanContext) []byte {
 }
 
 // startAttempt starts the client span of an attempt to ep and writes its
-// context into the upstream head in hc.out. Tracing is on.
+// context into the upstream head in hc.out. Tracing is on, and the
+// request has a server span (hc.trace.server).
 func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 	t := &hc.trace
 	if t.server == nil {

@@ -29,19 +29,32 @@ const (
 	testSpanID  = "00f067aa0ba902b7"
 )
 
-// tracedEngines are the two HTTP engines: the fast path and net/http's.
-var tracedEngines = []struct {
+// tracedEngine is an HTTP engine, and the kind of tracer it is given.
+type tracedEngine struct {
 	name string
 	cfg  HTTPConfig
-}{
-	{"fast", HTTPConfig{}},
-	{"nethttp", HTTPConfig{NetHTTPOnly: true}},
+	// skipping: the tracer is a sampledStarter (as cmd/outrigger's is),
+	// so the fast path starts no span for an unsampled request
+	skipping bool
 }
 
-// startTracedHTTPProxy is startHTTPProxy with opts for the listener.
-func startTracedHTTPProxy(t testing.TB, cfg HTTPConfig, routes *route.Table, ups Upstreams, opts Options) *testProxy {
+// tracedEngines are the two HTTP engines, the fast path and net/http's,
+// and the fast path with a tracer that skips unsampled spans.
+var tracedEngines = []tracedEngine{
+	{name: "fast", cfg: HTTPConfig{}},
+	{name: "fast-skipping", cfg: HTTPConfig{}, skipping: true},
+	{name: "nethttp", cfg: HTTPConfig{NetHTTPOnly: true}},
+}
+
+// startTracedHTTPProxy is startHTTPProxy on eng with opts for the
+// listener.
+func startTracedHTTPProxy(t testing.TB, eng tracedEngine, routes *route.Table, ups Upstreams, opts Options) *testProxy {
 	t.Helper()
+	cfg := eng.cfg
 	cfg.Name, cfg.Listen = "test", "127.0.0.1:0"
+	if eng.skipping && opts.TracerProvider != nil {
+		opts.TracerProvider = skippingProvider{opts.TracerProvider}
+	}
 	srv := NewServer(ServerConfig{}, Options{}, NewHTTPListener(cfg, routes, ups, opts))
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
@@ -56,6 +69,27 @@ func startTracedHTTPProxy(t testing.TB, cfg HTTPConfig, routes *route.Table, ups
 		}
 	})
 	return p
+}
+
+// skippingProvider gives tracers that are sampledStarters: StartSampled
+// starts the span with the SDK and, when it is not sampled, ends it and
+// returns its context without it.
+type skippingProvider struct{ trace.TracerProvider }
+
+func (p skippingProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return skippingTracer{p.TracerProvider.Tracer(name, opts...)}
+}
+
+type skippingTracer struct{ trace.Tracer }
+
+func (t skippingTracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span, trace.SpanContext) {
+	sctx, span := t.Start(ctx, name, trace.WithSpanKind(kind))
+	sc := span.SpanContext()
+	if !sc.IsSampled() {
+		span.End()
+		return ctx, nil, sc
+	}
+	return sctx, span, sc
 }
 
 // newTestTracing returns a tracer provider exporting synchronously to an
@@ -171,7 +205,7 @@ func TestTraceSpansAndPropagation(t *testing.T) {
 			rec := &headerRecorder{}
 			be := startHTTPBackend(t, rec)
 			rt := mustTable(t, route.RouteConfig{Name: "all", Backends: []route.Backend{{Service: "web.shop"}}})
-			p := startTracedHTTPProxy(t, eng.cfg, rt, Upstreams{"web.shop": StaticUpstream("web-1", be.addr)},
+			p := startTracedHTTPProxy(t, eng, rt, Upstreams{"web.shop": StaticUpstream("web-1", be.addr)},
 				Options{TracerProvider: tp})
 
 			status := sendTraced(t, p.addr, "shop.example:8080", "/orders/7?x=1",
@@ -314,7 +348,7 @@ func TestTraceB3(t *testing.T) {
 				tp, exp := newTestTracing(t, nil)
 				rec := &headerRecorder{}
 				be := startHTTPBackend(t, rec)
-				p := startTracedHTTPProxy(t, eng.cfg, routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web-1", be.addr)},
+				p := startTracedHTTPProxy(t, eng, routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web-1", be.addr)},
 					Options{TracerProvider: tp, Propagator: b3Propagator()})
 				if status := sendTraced(t, p.addr, "shop", "/", tc.fields...); status != 200 {
 					t.Fatalf("status %d", status)
@@ -345,7 +379,7 @@ func TestTraceErrors(t *testing.T) {
 			be := startHTTPBackend(t, &headerRecorder{})
 			dead := closedPort(t)
 			up := newFakeUpstream(t, dead, be.addr) // picks dead first
-			p := startTracedHTTPProxy(t, eng.cfg, routeAll(t, "web.shop"), Upstreams{"web.shop": up}, Options{TracerProvider: tp})
+			p := startTracedHTTPProxy(t, eng, routeAll(t, "web.shop"), Upstreams{"web.shop": up}, Options{TracerProvider: tp})
 			if status := sendTraced(t, p.addr, "shop", "/"); status != 200 {
 				t.Fatalf("status %d, want 200", status)
 			}
@@ -376,7 +410,7 @@ func TestTraceErrors(t *testing.T) {
 		t.Run(eng.name+"/5xx", func(t *testing.T) {
 			tp, exp := newTestTracing(t, nil)
 			be := startHTTPBackend(t, &headerRecorder{status: 503})
-			p := startTracedHTTPProxy(t, eng.cfg, routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web-1", be.addr)},
+			p := startTracedHTTPProxy(t, eng, routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web-1", be.addr)},
 				Options{TracerProvider: tp})
 			if status := sendTraced(t, p.addr, "shop", "/"); status != 503 {
 				t.Fatalf("status %d, want 503", status)
@@ -396,7 +430,7 @@ func TestTraceErrors(t *testing.T) {
 			tp, exp := newTestTracing(t, nil)
 			rt := mustTable(t, route.RouteConfig{Match: route.MatchConfig{Hosts: []string{"other"}},
 				Backends: []route.Backend{{Service: "web.shop"}}})
-			p := startTracedHTTPProxy(t, eng.cfg, rt, Upstreams{}, Options{TracerProvider: tp})
+			p := startTracedHTTPProxy(t, eng, rt, Upstreams{}, Options{TracerProvider: tp})
 			if status := sendTraced(t, p.addr, "shop", "/"); status != 404 {
 				t.Fatalf("status %d, want 404", status)
 			}
@@ -421,7 +455,7 @@ func TestTraceOffIsTransparent(t *testing.T) {
 		t.Run(eng.name+"/off", func(t *testing.T) {
 			rec := &headerRecorder{}
 			be := startHTTPBackend(t, rec)
-			p := startTracedHTTPProxy(t, eng.cfg, routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web-1", be.addr)}, Options{})
+			p := startTracedHTTPProxy(t, eng, routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web-1", be.addr)}, Options{})
 			sendTraced(t, p.addr, "shop", "/", "traceparent", in, "b3", testTraceID+"-"+testSpanID+"-0")
 			want := http.Header{"Traceparent": {in}, "B3": {testTraceID + "-" + testSpanID + "-0"}}
 			if diff := cmp.Diff(traceHeader(rec.last(t)), want); diff != "" {
@@ -432,7 +466,7 @@ func TestTraceOffIsTransparent(t *testing.T) {
 			tp, exp := newTestTracing(t, sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0)))
 			rec := &headerRecorder{}
 			be := startHTTPBackend(t, rec)
-			p := startTracedHTTPProxy(t, eng.cfg, routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web-1", be.addr)},
+			p := startTracedHTTPProxy(t, eng, routeAll(t, "web.shop"), Upstreams{"web.shop": StaticUpstream("web-1", be.addr)},
 				Options{TracerProvider: tp})
 			for range 3 {
 				sendTraced(t, p.addr, "shop", "/")
@@ -532,7 +566,7 @@ func BenchmarkHTTPFastPathTrace(b *testing.B) {
 					b.Cleanup(func() { tp.Shutdown(context.Background()) })
 					opts.TracerProvider = tp
 				}
-				p := startTracedHTTPProxy(b, eng.cfg, routeAll(b, "web.shop"),
+				p := startTracedHTTPProxy(b, eng, routeAll(b, "web.shop"),
 					Upstreams{"web.shop": StaticUpstream("web", be)}, opts)
 				benchRoundTrips(b, p.addr, benchRequest, nil)
 			})

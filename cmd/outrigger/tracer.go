@@ -207,18 +207,66 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 		ctx = context.Background()
 	}
 	cfg := trace.NewSpanStartConfig(opts...)
-	var parent trace.SpanContext
+	d := t.decide(ctx, name, &cfg)
+	if !d.record {
+		s := &unrecordedSpan{sc: d.sc, p: t.p}
+		return trace.ContextWithSpan(d.ctx, s), s
+	}
+	s := t.newSpan(&d, name, &cfg)
+	return trace.ContextWithSpan(d.ctx, s), s
+}
+
+// StartSampled is Start(ctx, name, trace.WithSpanKind(kind)) for a span
+// that the sampler samples. For one it does not, it starts nothing: it
+// returns ctx, a nil span and the SpanContext the span would have had,
+// which is all a proxy passes on of an unsampled request (its trace ID,
+// for the next hop, with the sampled flag clear). The proxy's HTTP fast
+// path calls this instead of Start (proxy/trace_h1.go), so that a request
+// not sampled makes no span and no context: with 0% sampling the span's
+// making was most of what tracing cost (bench B9).
+//
+// A span that the sampler would record without sampling it
+// (sdktrace.RecordOnly, from a sampler of the user's own) is skipped too:
+// it would never be exported, and no span processor but the queue sees
+// spans here.
+func (t *tracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span, trace.SpanContext) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cfg := trace.NewSpanStartConfig(trace.WithSpanKind(kind))
+	d := t.decide(ctx, name, &cfg)
+	if !d.record || !d.sc.IsSampled() {
+		return ctx, nil, d.sc
+	}
+	s := t.newSpan(&d, name, &cfg)
+	return trace.ContextWithSpan(d.ctx, s), s, d.sc
+}
+
+// decision is what decide makes of a span to start.
+type decision struct {
+	ctx    context.Context // the parent's context; with no parent in it for a new root
+	parent trace.SpanContext
+	sc     trace.SpanContext
+	record bool
+	attrs  []attribute.KeyValue // the sampler's
+}
+
+// decide is the sampler's decision on a span to start under ctx with cfg,
+// and the span's context.
+func (t *tracer) decide(ctx context.Context, name string, cfg *trace.SpanConfig) decision {
+	var d decision
 	if cfg.NewRoot() {
-		ctx = trace.ContextWithSpanContext(ctx, parent)
+		ctx = trace.ContextWithSpanContext(ctx, d.parent)
 	} else {
 		if s, ok := trace.SpanFromContext(ctx).(*span); ok {
 			s.addChild()
-			parent = s.sc
+			d.parent = s.sc
 		} else {
-			parent = trace.SpanContextFromContext(ctx)
+			d.parent = trace.SpanContextFromContext(ctx)
 		}
 	}
-	tid := parent.TraceID()
+	d.ctx = ctx
+	tid := d.parent.TraceID()
 	if !tid.IsValid() {
 		tid = newTraceID()
 	}
@@ -226,26 +274,29 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	if t.p.plan.known {
 		// the SDK's standard samplers pass the parent's trace state on
 		// and add no attributes
-		res.Tracestate = parent.TraceState()
-		if t.p.plan.sampled(tid, parent) {
+		res.Tracestate = d.parent.TraceState()
+		if t.p.plan.sampled(tid, d.parent) {
 			res.Decision = sdktrace.RecordAndSample
 		}
 	} else {
 		res = t.p.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid,
 			Name: name, Kind: cfg.SpanKind(), Attributes: cfg.Attributes(), Links: cfg.Links()})
+		d.attrs = res.Attributes
 	}
 	scc := trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceState: res.Tracestate}
 	if res.Decision == sdktrace.RecordAndSample {
-		scc.TraceFlags = parent.TraceFlags() | trace.FlagsSampled
+		scc.TraceFlags = d.parent.TraceFlags() | trace.FlagsSampled
 	} else {
-		scc.TraceFlags = parent.TraceFlags() &^ trace.FlagsSampled
+		scc.TraceFlags = d.parent.TraceFlags() &^ trace.FlagsSampled
 	}
-	sc := trace.NewSpanContext(scc)
-	if res.Decision == sdktrace.Drop || t.p.stopped.Load() {
-		s := &unrecordedSpan{sc: sc, p: t.p}
-		return trace.ContextWithSpan(ctx, s), s
-	}
-	s := &span{t: t, sc: sc, parent: parent, kind: trace.ValidateSpanKind(cfg.SpanKind()), name: name, start: cfg.Timestamp()}
+	d.sc = trace.NewSpanContext(scc)
+	d.record = res.Decision != sdktrace.Drop && !t.p.stopped.Load()
+	return d
+}
+
+// newSpan makes the recording span d decided on.
+func (t *tracer) newSpan(d *decision, name string, cfg *trace.SpanConfig) *span {
+	s := &span{t: t, sc: d.sc, parent: d.parent, kind: trace.ValidateSpanKind(cfg.SpanKind()), name: name, start: cfg.Timestamp()}
 	if s.start.IsZero() {
 		s.start = time.Now()
 	}
@@ -253,9 +304,9 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	for _, l := range cfg.Links() {
 		s.addLink(l)
 	}
-	s.setAttributes(res.Attributes)
+	s.setAttributes(d.attrs)
 	s.setAttributes(cfg.Attributes())
-	return trace.ContextWithSpan(ctx, s), s
+	return s
 }
 
 // newTraceID and newSpanID make random, valid IDs from the runtime's

@@ -254,6 +254,25 @@ func TestTracerSamplingMatchesSDK(t *testing.T) {
 				}
 				seen[sc.IsSampled()]++
 				sp.End()
+
+				// StartSampled decides alike, and starts a span only
+				// when it is sampled.
+				_, ss, ssc := ours.Tracer("t").(*tracer).StartSampled(ctx, "s", trace.SpanKindServer)
+				want = tc.s.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: ssc.TraceID(), Name: "s", Kind: trace.SpanKindServer})
+				sampled := want.Decision == sdktrace.RecordAndSample
+				if (ss != nil) != sampled || ssc.IsSampled() != sampled || ssc.TraceState().String() != want.Tracestate.String() {
+					t.Fatalf("%s, parent %s: StartSampled gave span %v, sampled %v, state %q; the sampler says %v, state %q",
+						tc.s.Description(), name, ss != nil, ssc.IsSampled(), ssc.TraceState(), want.Decision, want.Tracestate)
+				}
+				if !ssc.IsValid() || ssc.SpanID() == p.SpanID() || p.IsValid() && ssc.TraceID() != p.TraceID() {
+					t.Fatalf("%s, parent %s: StartSampled's span context %v: want valid, a new span ID, the parent's trace", tc.s.Description(), name, ssc)
+				}
+				if ss != nil {
+					if !ss.SpanContext().Equal(ssc) || !ss.IsRecording() {
+						t.Fatalf("%s, parent %s: StartSampled's span %v (recording %v), its context %v", tc.s.Description(), name, ss.SpanContext(), ss.IsRecording(), ssc)
+					}
+					ss.End()
+				}
 			}
 			if strings.Contains(tc.s.Description(), "{0.5}") && !p.IsValid() && (seen[true] == 0 || seen[false] == 0) {
 				t.Errorf("%s: 64 new traces all went one way (%v): are trace IDs random?", tc.s.Description(), seen)
