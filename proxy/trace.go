@@ -52,15 +52,17 @@ const (
 )
 
 // sampledStarter is a tracer that can skip the spans it does not sample
-// (cmd/outrigger's): StartSampled is Start(ctx, name,
-// trace.WithSpanKind(kind)) for a span that is sampled; for one that is
-// not, it starts nothing and returns ctx, a nil span and the SpanContext
-// the span would have had (its trace ID and its sampled flag, clear, for
-// the next hop). A request that is not sampled then costs no span and no
-// context on the fast path: at 0% sampling, making them was most of what
-// tracing cost (bench B9).
+// (cmd/outrigger's). StartSampled starts a span of kind as a child of the
+// span in ctx, as Start(ctx, name, trace.WithSpanKind(kind)) does, when
+// it is sampled, and returns it, in no context, and its SpanContext; for
+// a span that is not sampled, it starts nothing and returns a nil span
+// and the SpanContext the span would have had (its trace ID and its
+// sampled flag, clear, for the next hop). On the fast path an unsampled
+// request then costs no span and no context (at 0% sampling, making them
+// was most of what tracing cost, bench B9), and an attempt's span no
+// context and no start options.
 type sampledStarter interface {
-	StartSampled(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span, trace.SpanContext)
+	StartSampled(ctx context.Context, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext)
 }
 
 // tracing is a listener's tracer and propagator; nil when tracing is off.

@@ -121,7 +121,10 @@ func (hc *h1conn) startServerSpan() {
 	var span trace.Span
 	var sc trace.SpanContext
 	if tr.sampled != nil {
-		ctx, span, sc = tr.sampled.StartSampled(ctx, spanName(hc.rec.Method), trace.SpanKindServer)
+		span, sc = tr.sampled.StartSampled(ctx, spanName(hc.rec.Method), trace.SpanKindServer)
+		if span != nil {
+			ctx = trace.ContextWithSpan(ctx, span) // the attempts' parent
+		}
 	} else {
 		ctx, span = tr.tracer.Start(ctx, spanName(hc.rec.Method), serverKind...)
 		sc = span.SpanContext()
@@ -293,16 +296,24 @@ func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 		// follow the parent, ratio ones decide by the trace ID both share.
 		return
 	}
-	_, span := hc.l.tr.tracer.Start(t.ctx, spanName(hc.rec.Method), clientKind...)
+	var span trace.Span
+	var sc trace.SpanContext
+	if tr := hc.l.tr; tr.sampled != nil {
+		// nil when the sampler does not sample it (none of the SDK's
+		// samplers do that to a child of a sampled span)
+		span, sc = tr.sampled.StartSampled(t.ctx, spanName(hc.rec.Method), trace.SpanKindClient)
+	} else {
+		_, span = tr.tracer.Start(t.ctx, spanName(hc.rec.Method), clientKind...)
+		sc = span.SpanContext()
+	}
 	t.client = span
-	sc := span.SpanContext()
 	if t.tpOff > 0 && t.tpOff+traceparentLen <= len(hc.out) {
 		appendTraceparent(hc.out[t.tpOff:t.tpOff], sc)
 	}
 	if t.b3Off > 0 && t.b3Off+b3Len <= len(hc.out) {
 		appendB3(hc.out[t.b3Off:t.b3Off], sc)
 	}
-	if span.IsRecording() {
+	if span != nil && span.IsRecording() {
 		if ep.Addr != t.epAddr {
 			t.epAddr, t.epHost = ep.Addr, endpointHost(ep)
 		}

@@ -73,7 +73,7 @@ func startTracedHTTPProxy(t testing.TB, eng tracedEngine, routes *route.Table, u
 
 // skippingProvider gives tracers that are sampledStarters: StartSampled
 // starts the span with the SDK and, when it is not sampled, ends it and
-// returns its context without it.
+// returns only its SpanContext.
 type skippingProvider struct{ trace.TracerProvider }
 
 func (p skippingProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
@@ -82,14 +82,14 @@ func (p skippingProvider) Tracer(name string, opts ...trace.TracerOption) trace.
 
 type skippingTracer struct{ trace.Tracer }
 
-func (t skippingTracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span, trace.SpanContext) {
-	sctx, span := t.Start(ctx, name, trace.WithSpanKind(kind))
+func (t skippingTracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext) {
+	_, span := t.Start(ctx, name, trace.WithSpanKind(kind))
 	sc := span.SpanContext()
 	if !sc.IsSampled() {
 		span.End()
-		return ctx, nil, sc
+		return nil, sc
 	}
-	return sctx, span, sc
+	return span, sc
 }
 
 // newTestTracing returns a tracer provider exporting synchronously to an

@@ -207,39 +207,57 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 		ctx = context.Background()
 	}
 	cfg := trace.NewSpanStartConfig(opts...)
-	d := t.decide(ctx, name, &cfg)
+	st := spanStart{name: name, kind: cfg.SpanKind(), newRoot: cfg.NewRoot(),
+		attrs: cfg.Attributes(), links: cfg.Links(), ts: cfg.Timestamp()}
+	d := t.decide(ctx, &st)
 	if !d.record {
 		s := &unrecordedSpan{sc: d.sc, p: t.p}
 		return trace.ContextWithSpan(d.ctx, s), s
 	}
-	s := t.newSpan(&d, name, &cfg)
+	s := t.newSpan(&d, &st)
 	return trace.ContextWithSpan(d.ctx, s), s
 }
 
-// StartSampled is Start(ctx, name, trace.WithSpanKind(kind)) for a span
-// that the sampler samples. For one it does not, it starts nothing: it
-// returns ctx, a nil span and the SpanContext the span would have had,
-// which is all a proxy passes on of an unsampled request (its trace ID,
-// for the next hop, with the sampled flag clear). The proxy's HTTP fast
-// path calls this instead of Start (proxy/trace_h1.go), so that a request
-// not sampled makes no span and no context: with 0% sampling the span's
-// making was most of what tracing cost (bench B9).
+// StartSampled starts a span of kind as a child of the span in ctx, as
+// Start(ctx, name, trace.WithSpanKind(kind)) does, when the sampler
+// samples it, and returns it and its SpanContext. For a span the sampler
+// does not sample, it starts nothing: it returns a nil span and the
+// SpanContext the span would have had, which is all a proxy passes on of
+// an unsampled request (the trace, with the sampled flag clear, for the
+// next hop). The span is in no context: the caller makes one if it needs
+// one.
+//
+// The proxy's HTTP fast path calls this rather than Start
+// (proxy/trace_h1.go): an unsampled request then costs no span and no
+// context (at 0% sampling, making them was most of what tracing cost,
+// bench B9), and a sampled one no span options, no context for its
+// attempt's span and no allocation but the spans.
 //
 // A span that the sampler would record without sampling it
 // (sdktrace.RecordOnly, from a sampler of the user's own) is skipped too:
 // it would never be exported, and no span processor but the queue sees
 // spans here.
-func (t *tracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span, trace.SpanContext) {
+func (t *tracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	cfg := trace.NewSpanStartConfig(trace.WithSpanKind(kind))
-	d := t.decide(ctx, name, &cfg)
+	st := spanStart{name: name, kind: kind}
+	d := t.decide(ctx, &st)
 	if !d.record || !d.sc.IsSampled() {
-		return ctx, nil, d.sc
+		return nil, d.sc
 	}
-	s := t.newSpan(&d, name, &cfg)
-	return trace.ContextWithSpan(d.ctx, s), s, d.sc
+	return t.newSpan(&d, &st), d.sc
+}
+
+// spanStart is what a span is started with: its name and the start
+// options.
+type spanStart struct {
+	name    string
+	kind    trace.SpanKind
+	newRoot bool
+	attrs   []attribute.KeyValue
+	links   []trace.Link
+	ts      time.Time
 }
 
 // decision is what decide makes of a span to start.
@@ -251,18 +269,19 @@ type decision struct {
 	attrs  []attribute.KeyValue // the sampler's
 }
 
-// decide is the sampler's decision on a span to start under ctx with cfg,
-// and the span's context.
-func (t *tracer) decide(ctx context.Context, name string, cfg *trace.SpanConfig) decision {
+// decide is the sampler's decision on a span st to start under ctx, and
+// the span's context.
+func (t *tracer) decide(ctx context.Context, st *spanStart) decision {
 	var d decision
-	if cfg.NewRoot() {
+	if st.newRoot {
 		ctx = trace.ContextWithSpanContext(ctx, d.parent)
 	} else {
-		if s, ok := trace.SpanFromContext(ctx).(*span); ok {
+		switch s := trace.SpanFromContext(ctx).(type) {
+		case *span:
 			s.addChild()
 			d.parent = s.sc
-		} else {
-			d.parent = trace.SpanContextFromContext(ctx)
+		default:
+			d.parent = s.SpanContext()
 		}
 	}
 	d.ctx = ctx
@@ -280,7 +299,7 @@ func (t *tracer) decide(ctx context.Context, name string, cfg *trace.SpanConfig)
 		}
 	} else {
 		res = t.p.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid,
-			Name: name, Kind: cfg.SpanKind(), Attributes: cfg.Attributes(), Links: cfg.Links()})
+			Name: st.name, Kind: st.kind, Attributes: st.attrs, Links: st.links})
 		d.attrs = res.Attributes
 	}
 	scc := trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID(), TraceState: res.Tracestate}
@@ -295,17 +314,17 @@ func (t *tracer) decide(ctx context.Context, name string, cfg *trace.SpanConfig)
 }
 
 // newSpan makes the recording span d decided on.
-func (t *tracer) newSpan(d *decision, name string, cfg *trace.SpanConfig) *span {
-	s := &span{t: t, sc: d.sc, parent: d.parent, kind: trace.ValidateSpanKind(cfg.SpanKind()), name: name, start: cfg.Timestamp()}
+func (t *tracer) newSpan(d *decision, st *spanStart) *span {
+	s := &span{t: t, sc: d.sc, parent: d.parent, kind: trace.ValidateSpanKind(st.kind), name: st.name, start: st.ts}
 	if s.start.IsZero() {
 		s.start = time.Now()
 	}
 	s.attrs = s.inline[:0]
-	for _, l := range cfg.Links() {
+	for _, l := range st.links {
 		s.addLink(l)
 	}
 	s.setAttributes(d.attrs)
-	s.setAttributes(cfg.Attributes())
+	s.setAttributes(st.attrs)
 	return s
 }
 

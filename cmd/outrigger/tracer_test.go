@@ -257,7 +257,7 @@ func TestTracerSamplingMatchesSDK(t *testing.T) {
 
 				// StartSampled decides alike, and starts a span only
 				// when it is sampled.
-				_, ss, ssc := ours.Tracer("t").(*tracer).StartSampled(ctx, "s", trace.SpanKindServer)
+				ss, ssc := ours.Tracer("t").(*tracer).StartSampled(ctx, "s", trace.SpanKindServer)
 				want = tc.s.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: ssc.TraceID(), Name: "s", Kind: trace.SpanKindServer})
 				sampled := want.Decision == sdktrace.RecordAndSample
 				if (ss != nil) != sampled || ssc.IsSampled() != sampled || ssc.TraceState().String() != want.Tracestate.String() {
