@@ -65,6 +65,22 @@ type sampledStarter interface {
 	StartSampled(ctx context.Context, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext)
 }
 
+// releaser is a span its owner can hand back once it has ended
+// (cmd/outrigger's): Release promises that nobody will use the span
+// again, so the tracer may reuse its memory once the span is exported.
+// The fast path's spans are its own: it keeps them in its h1Trace only,
+// and the server span's context goes to nobody but the tracer (to start
+// the attempts' spans), so it releases every span it ends.
+type releaser interface{ Release() }
+
+// release releases span if it is a releaser. span has ended, and the
+// caller drops it.
+func release(span trace.Span) {
+	if r, ok := span.(releaser); ok {
+		r.Release()
+	}
+}
+
 // tracing is a listener's tracer and propagator; nil when tracing is off.
 // It is immutable.
 type tracing struct {

@@ -215,6 +215,7 @@ func (hc *h1conn) endServerSpan() {
 		hc.endAttempt(0, errAttemptAbandoned)
 	}
 	t.attrs = endServerSpan(t.server, &hc.rec, t.attrs)
+	release(t.server)
 	t.ctx, t.server, t.done = nil, nil, nil
 }
 
@@ -329,6 +330,7 @@ func (hc *h1conn) endAttempt(status int, err error) {
 	if span := hc.trace.client; span != nil {
 		hc.trace.client = nil
 		hc.trace.cattrs = endClientSpan(span, hc.trace.cattrs, status, err)
+		release(span)
 	}
 }
 

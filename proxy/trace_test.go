@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +54,8 @@ func startTracedHTTPProxy(t testing.TB, eng tracedEngine, routes *route.Table, u
 	cfg := eng.cfg
 	cfg.Name, cfg.Listen = "test", "127.0.0.1:0"
 	if eng.skipping && opts.TracerProvider != nil {
-		opts.TracerProvider = skippingProvider{opts.TracerProvider}
+		// its check runs after the proxy has stopped (Cleanup is LIFO)
+		opts.TracerProvider = newSkippingProvider(t, opts.TracerProvider)
 	}
 	srv := NewServer(ServerConfig{}, Options{}, NewHTTPListener(cfg, routes, ups, opts))
 	if err := srv.Listen(); err != nil {
@@ -73,14 +75,39 @@ func startTracedHTTPProxy(t testing.TB, eng tracedEngine, routes *route.Table, u
 
 // skippingProvider gives tracers that are sampledStarters: StartSampled
 // starts the span with the SDK and, when it is not sampled, ends it and
-// returns only its SpanContext.
-type skippingProvider struct{ trace.TracerProvider }
-
-func (p skippingProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
-	return skippingTracer{p.TracerProvider.Tracer(name, opts...)}
+// returns only its SpanContext. The spans it gives are releasers that
+// check their use: no call after Release, no Release before End or
+// twice; and when the test ends (the proxy has stopped) every one has
+// been ended and released.
+type skippingProvider struct {
+	trace.TracerProvider
+	t     testing.TB
+	mu    *sync.Mutex
+	spans *[]*trackedSpan
 }
 
-type skippingTracer struct{ trace.Tracer }
+func newSkippingProvider(t testing.TB, tp trace.TracerProvider) skippingProvider {
+	p := skippingProvider{TracerProvider: tp, t: t, mu: new(sync.Mutex), spans: new([]*trackedSpan)}
+	t.Cleanup(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, s := range *p.spans {
+			if !s.ended.Load() || !s.released.Load() {
+				t.Errorf("span %s: ended %v, released %v; want both", s.Span.SpanContext().SpanID(), s.ended.Load(), s.released.Load())
+			}
+		}
+	})
+	return p
+}
+
+func (p skippingProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return skippingTracer{p.TracerProvider.Tracer(name, opts...), p}
+}
+
+type skippingTracer struct {
+	trace.Tracer
+	p skippingProvider
+}
 
 func (t skippingTracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext) {
 	_, span := t.Start(ctx, name, trace.WithSpanKind(kind))
@@ -89,7 +116,85 @@ func (t skippingTracer) StartSampled(ctx context.Context, name string, kind trac
 		span.End()
 		return nil, sc
 	}
-	return span, sc
+	ts := &trackedSpan{Span: span, t: t.p.t}
+	t.p.mu.Lock()
+	*t.p.spans = append(*t.p.spans, ts)
+	t.p.mu.Unlock()
+	return ts, sc
+}
+
+// trackedSpan is a span that its owner releases (releaser), checking
+// that nothing uses it after.
+type trackedSpan struct {
+	trace.Span
+	t               testing.TB
+	ended, released atomic.Bool
+}
+
+func (s *trackedSpan) use(what string) {
+	if s.released.Load() {
+		s.t.Errorf("span %s: %s after Release", s.Span.SpanContext().SpanID(), what)
+	}
+}
+
+func (s *trackedSpan) Release() {
+	if !s.ended.Load() {
+		s.t.Errorf("span %s released before End", s.Span.SpanContext().SpanID())
+	}
+	if s.released.Swap(true) {
+		s.t.Errorf("span %s released twice", s.Span.SpanContext().SpanID())
+	}
+}
+
+func (s *trackedSpan) End(opts ...trace.SpanEndOption) {
+	s.use("End")
+	s.ended.Store(true)
+	s.Span.End(opts...)
+}
+
+func (s *trackedSpan) AddEvent(name string, opts ...trace.EventOption) {
+	s.use("AddEvent")
+	s.Span.AddEvent(name, opts...)
+}
+
+func (s *trackedSpan) AddLink(l trace.Link) {
+	s.use("AddLink")
+	s.Span.AddLink(l)
+}
+
+func (s *trackedSpan) IsRecording() bool {
+	s.use("IsRecording")
+	return s.Span.IsRecording()
+}
+
+func (s *trackedSpan) RecordError(err error, opts ...trace.EventOption) {
+	s.use("RecordError")
+	s.Span.RecordError(err, opts...)
+}
+
+func (s *trackedSpan) SpanContext() trace.SpanContext {
+	s.use("SpanContext")
+	return s.Span.SpanContext()
+}
+
+func (s *trackedSpan) SetStatus(c codes.Code, d string) {
+	s.use("SetStatus")
+	s.Span.SetStatus(c, d)
+}
+
+func (s *trackedSpan) SetName(n string) {
+	s.use("SetName")
+	s.Span.SetName(n)
+}
+
+func (s *trackedSpan) SetAttributes(kv ...attribute.KeyValue) {
+	s.use("SetAttributes")
+	s.Span.SetAttributes(kv...)
+}
+
+func (s *trackedSpan) TracerProvider() trace.TracerProvider {
+	s.use("TracerProvider")
+	return s.Span.TracerProvider()
 }
 
 // newTestTracing returns a tracer provider exporting synchronously to an

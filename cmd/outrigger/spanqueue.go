@@ -50,6 +50,10 @@ type spanQueue struct {
 	once    sync.Once
 
 	dropped atomic.Uint64 // spans refused by a full queue, ever
+
+	// recycle: the exporter keeps no reference to the spans it exported
+	// (ours), so released spans are recycled after their export
+	recycle bool
 }
 
 // spanSlot is one cell of the ring. seq says whose turn the slot is:
@@ -125,6 +129,7 @@ func newSpanQueue(exp sdktrace.SpanExporter, o spanQueueOptions, log *slog.Logge
 		kick: make(chan struct{}, 1), flush: make(chan chan struct{}),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	_, q.recycle = exp.(*otlpExporter)
 	for i := range q.slots {
 		q.slots[i].seq.Store(uint64(i))
 	}
@@ -233,6 +238,13 @@ func (q *spanQueue) exportUpTo(end uint64, buf []sdktrace.ReadOnlySpan) []sdktra
 		cancel()
 		if err != nil {
 			q.log.Warn("tracing: export failed", "spans", len(buf), "err", err)
+		}
+		if q.recycle {
+			for _, s := range buf {
+				if s, ok := s.(*span); ok {
+					s.recycle()
+				}
+			}
 		}
 		clear(buf)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -381,5 +382,120 @@ func TestOTLPEncodingOfOurSpans(t *testing.T) {
 func TestSpanSizeClass(t *testing.T) {
 	if n := unsafe.Sizeof(span{}); n > 896 {
 		t.Errorf("span is %d bytes, over the 896-byte size class", n)
+	}
+}
+
+// Released spans are reused once exported, and what is exported is each
+// span's own: nothing of a span before it (attributes, events, links,
+// status) shows in a span that reuses its memory. Spans not released, or
+// released before End, are never reused.
+func TestTracerRecyclesReleasedSpans(t *testing.T) {
+	// No GC: sync.Pool empties on the second GC after a Put, and the
+	// test wants to see the reuse.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	c := &captureClient{}
+	exp, err := newOTLPExporter(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := newTracerProvider(sdktrace.AlwaysSample(), resource.Empty(),
+		newSpanQueue(exp, defaultSpanQueueOptions, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	tr := tp.Tracer("t").(*tracer)
+
+	const n = 40
+	seen := map[*span]bool{} // the spans of earlier rounds
+	var kept []*span         // not released (odd i of round 0): never reused
+	var early *span          // released before End: never reused
+	reused := 0
+	for round := range 3 {
+		c.got = nil
+		for i := range n {
+			s, _ := tr.StartSampled(context.Background(), fmt.Sprintf("r%d-%d", round, i), trace.SpanKindServer)
+			sp := s.(*span)
+			if seen[sp] {
+				reused++
+			}
+			seen[sp] = true
+			sp.SetAttributes(attribute.Int("round", round), attribute.Int("i", i))
+			if round == 0 {
+				sp.SetAttributes(attribute.String("first", "only"))
+				sp.AddEvent("e")
+				sp.AddLink(trace.Link{SpanContext: sp.SpanContext()})
+				sp.SetStatus(codes.Error, "round 0")
+			}
+			switch {
+			case round == 0 && i == 0:
+				sp.Release()
+				sp.End()
+				early = sp
+			case round == 0 && i%2 == 1:
+				sp.End()
+				kept = append(kept, sp)
+			default:
+				sp.End()
+				sp.Release()
+			}
+		}
+		if err := tp.ForceFlush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		for _, rs := range c.got {
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					got++
+					var r, i int
+					if _, err := fmt.Sscanf(s.Name, "r%d-%d", &r, &i); err != nil || r != round {
+						t.Fatalf("round %d exported span %q", round, s.Name)
+					}
+					want := 2
+					if round == 0 {
+						want = 3
+					}
+					if len(s.Attributes) != want || s.Attributes[0].Value.GetIntValue() != int64(round) || s.Attributes[1].Value.GetIntValue() != int64(i) ||
+						round > 0 && (len(s.Events) != 0 || len(s.Links) != 0 || s.Status.GetMessage() != "" || s.DroppedAttributesCount != 0) {
+						t.Errorf("round %d span %q: attributes %v, %d events, %d links, status %v; want its own only",
+							round, s.Name, s.Attributes, len(s.Events), len(s.Links), s.Status)
+					}
+				}
+			}
+		}
+		if got != n {
+			t.Fatalf("round %d: %d spans exported, want %d", round, got, n)
+		}
+	}
+	if reused == 0 {
+		t.Error("no released span was reused")
+	}
+	for _, s := range append(kept, early) {
+		var r, i int
+		if _, err := fmt.Sscanf(s.Name(), "r%d-%d", &r, &i); err != nil || r != 0 || len(s.Attributes()) != 3 || s.Attributes()[1].Value.AsInt64() != int64(i) {
+			t.Errorf("span %q not released (or released before End) changed: attributes %v", s.Name(), s.Attributes())
+		}
+	}
+}
+
+// With an exporter that may keep the spans it was given (any but ours),
+// released spans are not reused.
+func TestTracerKeepsSpansForOtherExporters(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	tp, flush := ourProvider(t, sdktrace.AlwaysSample(), resource.Empty())
+	tr := tp.Tracer("t").(*tracer)
+	for i := range 20 {
+		s, _ := tr.StartSampled(context.Background(), fmt.Sprint("first-", i), trace.SpanKindServer)
+		s.End()
+		s.(*span).Release()
+	}
+	first := flush()
+	for i := range 20 {
+		s, _ := tr.StartSampled(context.Background(), fmt.Sprint("second-", i), trace.SpanKindServer)
+		s.End()
+	}
+	flush()
+	for i, s := range first {
+		if s.Name() != fmt.Sprint("first-", i) {
+			t.Errorf("kept span %d is now %q", i, s.Name())
+		}
 	}
 }
