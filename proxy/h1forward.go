@@ -152,7 +152,7 @@ func (hc *h1conn) attempts(rs *retryState, up Upstream, svc string, rt *route.Ro
 			timeout = untilDeadline(timeout, deadline)
 		}
 		done := res.Done
-		if l.tr != nil && hc.trace.server != nil {
+		if l.tr != nil && hc.trace.recording {
 			hc.startAttempt(res.Endpoint, svc)
 			done = hc.tracedDone(done)
 		}

@@ -52,17 +52,18 @@ const (
 )
 
 // sampledStarter is a tracer that can skip the spans it does not sample
-// (cmd/outrigger's). StartSampled starts a span of kind as a child of the
-// span in ctx, as Start(ctx, name, trace.WithSpanKind(kind)) does, when
-// it is sampled, and returns it, in no context, and its SpanContext; for
-// a span that is not sampled, it starts nothing and returns a nil span
-// and the SpanContext the span would have had (its trace ID and its
-// sampled flag, clear, for the next hop). On the fast path an unsampled
-// request then costs no span and no context (at 0% sampling, making them
-// was most of what tracing cost, bench B9), and an attempt's span no
-// context and no start options.
+// (cmd/outrigger's). StartSampled starts a span of kind as a child of
+// parent (when nil, of the span in ctx), as Start(ctx, name,
+// trace.WithSpanKind(kind)) does with parent in ctx, when it is sampled,
+// and returns it, in no context, and its SpanContext; for a span that is
+// not sampled, it starts nothing and returns a nil span and the
+// SpanContext the span would have had (its trace ID and its sampled flag,
+// clear, for the next hop). On the fast path an unsampled request then
+// costs no span and no context (at 0% sampling, making them was most of
+// what tracing cost, bench B9), and a sampled one no context and no start
+// options.
 type sampledStarter interface {
-	StartSampled(ctx context.Context, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext)
+	StartSampled(ctx context.Context, parent trace.Span, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext)
 }
 
 // releaser is a span its owner can hand back once it has ended

@@ -27,13 +27,16 @@ import (
 // value means no span. Owned by the connection's goroutine; it outlives
 // the connection (h1conns), and so do its scratch slices and caches.
 type h1Trace struct {
-	ctx context.Context // the server span's context
+	// the server span's context, for its attempts' spans; nil with a
+	// tracer that takes the parent span itself (sampledStarter)
+	ctx context.Context
 	// the server span's SpanContext, valid while a request is served;
 	// with a tracer that skips unsampled spans (sampledStarter), that of
 	// the span an unsampled request would have had, and server is nil
-	sc     trace.SpanContext
-	server trace.Span
-	client trace.Span // the attempt in flight, nil between attempts
+	sc        trace.SpanContext
+	server    trace.Span
+	recording bool       // server records: its attempts get spans
+	client    trace.Span // the attempt in flight, nil between attempts
 
 	// the attributes of the server span and of the attempt's client
 	// span, gathered at their start and set at their end (trace.go);
@@ -121,10 +124,8 @@ func (hc *h1conn) startServerSpan() {
 	var span trace.Span
 	var sc trace.SpanContext
 	if tr.sampled != nil {
-		span, sc = tr.sampled.StartSampled(ctx, spanName(hc.rec.Method), trace.SpanKindServer)
-		if span != nil {
-			ctx = trace.ContextWithSpan(ctx, span) // the attempts' parent
-		}
+		span, sc = tr.sampled.StartSampled(ctx, nil, spanName(hc.rec.Method), trace.SpanKindServer)
+		ctx = nil // the attempts' parent is span itself
 	} else {
 		ctx, span = tr.tracer.Start(ctx, spanName(hc.rec.Method), serverKind...)
 		sc = span.SpanContext()
@@ -132,7 +133,8 @@ func (hc *h1conn) startServerSpan() {
 	t := &hc.trace
 	t.ctx, t.sc, t.server, t.client, t.tpOff, t.b3Off = ctx, sc, span, nil, 0, 0
 	hc.rec.TraceID = sc.TraceID()
-	if span == nil || !span.IsRecording() {
+	t.recording = span != nil && span.IsRecording()
+	if !t.recording {
 		return
 	}
 	req := &hc.req
@@ -216,7 +218,7 @@ func (hc *h1conn) endServerSpan() {
 	}
 	t.attrs = endServerSpan(t.server, &hc.rec, t.attrs)
 	release(t.server)
-	t.ctx, t.server, t.done = nil, nil, nil
+	t.ctx, t.server, t.recording, t.done = nil, nil, false, nil
 }
 
 // errAttemptAbandoned ends an attempt span that no outcome ended.
@@ -279,16 +281,10 @@ func appendB3(b []byte, sc trace.SpanContext) []byte {
 
 // startAttempt starts the client span of an attempt to ep and writes its
 // context into the upstream head in hc.out. Tracing is on, and the
-// request has a server span (hc.trace.server).
+// request's server span records (hc.trace.recording).
 func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 	t := &hc.trace
-	if t.server == nil {
-		return
-	}
-	if t.client != nil {
-		hc.endAttempt(0, errAttemptAbandoned)
-	}
-	if !t.server.IsRecording() {
+	if !t.recording {
 		// An unsampled request: the upstream head already carries the
 		// server span's context (appendTraceFields), which says all a
 		// span of the attempt's would (the trace and "not sampled"), and
@@ -297,12 +293,15 @@ func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 		// follow the parent, ratio ones decide by the trace ID both share.
 		return
 	}
+	if t.client != nil {
+		hc.endAttempt(0, errAttemptAbandoned)
+	}
 	var span trace.Span
 	var sc trace.SpanContext
 	if tr := hc.l.tr; tr.sampled != nil {
 		// nil when the sampler does not sample it (none of the SDK's
 		// samplers do that to a child of a sampled span)
-		span, sc = tr.sampled.StartSampled(t.ctx, spanName(hc.rec.Method), trace.SpanKindClient)
+		span, sc = tr.sampled.StartSampled(nil, t.server, spanName(hc.rec.Method), trace.SpanKindClient)
 	} else {
 		_, span = tr.tracer.Start(t.ctx, spanName(hc.rec.Method), clientKind...)
 		sc = span.SpanContext()

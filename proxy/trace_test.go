@@ -109,7 +109,13 @@ type skippingTracer struct {
 	p skippingProvider
 }
 
-func (t skippingTracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext) {
+func (t skippingTracer) StartSampled(ctx context.Context, parent trace.Span, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if parent != nil {
+		ctx = trace.ContextWithSpan(ctx, parent)
+	}
 	_, span := t.Start(ctx, name, trace.WithSpanKind(kind))
 	sc := span.SpanContext()
 	if !sc.IsSampled() {

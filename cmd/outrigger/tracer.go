@@ -213,7 +213,7 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	cfg := trace.NewSpanStartConfig(opts...)
 	st := spanStart{name: name, kind: cfg.SpanKind(), newRoot: cfg.NewRoot(),
 		attrs: cfg.Attributes(), links: cfg.Links(), ts: cfg.Timestamp()}
-	d := t.decide(ctx, &st)
+	d := t.decide(ctx, nil, &st)
 	if !d.record {
 		s := &unrecordedSpan{sc: d.sc, p: t.p}
 		return trace.ContextWithSpan(d.ctx, s), s
@@ -222,9 +222,10 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 	return trace.ContextWithSpan(d.ctx, s), s
 }
 
-// StartSampled starts a span of kind as a child of the span in ctx, as
-// Start(ctx, name, trace.WithSpanKind(kind)) does, when the sampler
-// samples it, and returns it and its SpanContext. For a span the sampler
+// StartSampled starts a span of kind as a child of parent (when nil, of
+// the span in ctx), as Start(ctx, name, trace.WithSpanKind(kind)) does
+// with parent in ctx, when the sampler samples it, and returns it and its
+// SpanContext. For a span the sampler
 // does not sample, it starts nothing: it returns a nil span and the
 // SpanContext the span would have had, which is all a proxy passes on of
 // an unsampled request (the trace, with the sampled flag clear, for the
@@ -234,19 +235,19 @@ func (t *tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 // The proxy's HTTP fast path calls this rather than Start
 // (proxy/trace_h1.go): an unsampled request then costs no span and no
 // context (at 0% sampling, making them was most of what tracing cost,
-// bench B9), and a sampled one no span options, no context for its
-// attempt's span and no allocation but the spans.
+// bench B9), and a sampled one no span options, no contexts and no
+// allocation but the spans (released spans are reused: span.Release).
 //
 // A span that the sampler would record without sampling it
 // (sdktrace.RecordOnly, from a sampler of the user's own) is skipped too:
 // it would never be exported, and no span processor but the queue sees
 // spans here.
-func (t *tracer) StartSampled(ctx context.Context, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext) {
+func (t *tracer) StartSampled(ctx context.Context, parent trace.Span, name string, kind trace.SpanKind) (trace.Span, trace.SpanContext) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	st := spanStart{name: name, kind: kind}
-	d := t.decide(ctx, &st)
+	d := t.decide(ctx, parent, &st)
 	if !d.record || !d.sc.IsSampled() {
 		return nil, d.sc
 	}
@@ -273,14 +274,18 @@ type decision struct {
 	attrs  []attribute.KeyValue // the sampler's
 }
 
-// decide is the sampler's decision on a span st to start under ctx, and
-// the span's context.
-func (t *tracer) decide(ctx context.Context, st *spanStart) decision {
+// decide is the sampler's decision on a span st to start under
+// parentSpan (when nil, the span in ctx), and the span's context.
+func (t *tracer) decide(ctx context.Context, parentSpan trace.Span, st *spanStart) decision {
 	var d decision
 	if st.newRoot {
 		ctx = trace.ContextWithSpanContext(ctx, d.parent)
 	} else {
-		switch s := trace.SpanFromContext(ctx).(type) {
+		ps := parentSpan
+		if ps == nil {
+			ps = trace.SpanFromContext(ctx)
+		}
+		switch s := ps.(type) {
 		case *span:
 			s.addChild()
 			d.parent = s.sc
@@ -302,7 +307,11 @@ func (t *tracer) decide(ctx context.Context, st *spanStart) decision {
 			res.Decision = sdktrace.RecordAndSample
 		}
 	} else {
-		res = t.p.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid,
+		pctx := ctx
+		if parentSpan != nil {
+			pctx = trace.ContextWithSpan(ctx, parentSpan) // where samplers look for it
+		}
+		res = t.p.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: pctx, TraceID: tid,
 			Name: st.name, Kind: st.kind, Attributes: st.attrs, Links: st.links})
 		d.attrs = res.Attributes
 	}

@@ -258,7 +258,7 @@ func TestTracerSamplingMatchesSDK(t *testing.T) {
 
 				// StartSampled decides alike, and starts a span only
 				// when it is sampled.
-				ss, ssc := ours.Tracer("t").(*tracer).StartSampled(ctx, "s", trace.SpanKindServer)
+				ss, ssc := ours.Tracer("t").(*tracer).StartSampled(ctx, nil, "s", trace.SpanKindServer)
 				want = tc.s.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: ssc.TraceID(), Name: "s", Kind: trace.SpanKindServer})
 				sampled := want.Decision == sdktrace.RecordAndSample
 				if (ss != nil) != sampled || ssc.IsSampled() != sampled || ssc.TraceState().String() != want.Tracestate.String() {
@@ -411,7 +411,7 @@ func TestTracerRecyclesReleasedSpans(t *testing.T) {
 	for round := range 3 {
 		c.got = nil
 		for i := range n {
-			s, _ := tr.StartSampled(context.Background(), fmt.Sprintf("r%d-%d", round, i), trace.SpanKindServer)
+			s, _ := tr.StartSampled(context.Background(), nil, fmt.Sprintf("r%d-%d", round, i), trace.SpanKindServer)
 			sp := s.(*span)
 			if seen[sp] {
 				reused++
@@ -483,13 +483,13 @@ func TestTracerKeepsSpansForOtherExporters(t *testing.T) {
 	tp, flush := ourProvider(t, sdktrace.AlwaysSample(), resource.Empty())
 	tr := tp.Tracer("t").(*tracer)
 	for i := range 20 {
-		s, _ := tr.StartSampled(context.Background(), fmt.Sprint("first-", i), trace.SpanKindServer)
+		s, _ := tr.StartSampled(context.Background(), nil, fmt.Sprint("first-", i), trace.SpanKindServer)
 		s.End()
 		s.(*span).Release()
 	}
 	first := flush()
 	for i := range 20 {
-		s, _ := tr.StartSampled(context.Background(), fmt.Sprint("second-", i), trace.SpanKindServer)
+		s, _ := tr.StartSampled(context.Background(), nil, fmt.Sprint("second-", i), trace.SpanKindServer)
 		s.End()
 	}
 	flush()
@@ -497,5 +497,42 @@ func TestTracerKeepsSpansForOtherExporters(t *testing.T) {
 		if s.Name() != fmt.Sprint("first-", i) {
 			t.Errorf("kept span %d is now %q", i, s.Name())
 		}
+	}
+}
+
+// StartSampled with a parent span given, not in a context: the child is
+// the parent's, counted as its child, and a sampler that is asked (not
+// one of the standard ones planned) sees the parent too.
+func TestStartSampledWithParentSpan(t *testing.T) {
+	tp, flush := ourProvider(t, sdktrace.AlwaysSample(), resource.Empty())
+	tr := tp.Tracer("t").(*tracer)
+	parent, psc := tr.StartSampled(context.Background(), nil, "parent", trace.SpanKindServer)
+	child, csc := tr.StartSampled(nil, parent, "child", trace.SpanKindClient)
+	_, other := tr.Start(trace.ContextWithSpan(context.Background(), parent), "other")
+	if child == nil || csc.TraceID() != psc.TraceID() || !child.(*span).Parent().Equal(psc) {
+		t.Fatalf("child %v of parent %v", csc, psc)
+	}
+	other.End()
+	child.End()
+	parent.End()
+	for _, s := range flush() {
+		if s.Name() == "parent" && s.ChildSpanCount() != 2 {
+			t.Errorf("parent has %d children, want 2", s.ChildSpanCount())
+		}
+	}
+
+	// Root spans sampled, children of a sampled local parent not.
+	asked, _ := ourProvider(t, sdktrace.ParentBased(sdktrace.AlwaysSample(),
+		sdktrace.WithLocalParentSampled(sdktrace.NeverSample())), resource.Empty())
+	if asked.plan.known {
+		t.Fatal("the sampler is planned; the test wants one that is asked")
+	}
+	atr := asked.Tracer("t").(*tracer)
+	root, rsc := atr.StartSampled(context.Background(), nil, "root", trace.SpanKindServer)
+	if root == nil {
+		t.Fatal("root not sampled")
+	}
+	if c, sc := atr.StartSampled(context.Background(), root, "child", trace.SpanKindClient); c != nil || sc.IsSampled() || sc.TraceID() != rsc.TraceID() {
+		t.Errorf("child of a sampled local parent: span made %v, context %v; the sampler says drop, in the parent's trace", c != nil, sc)
 	}
 }
