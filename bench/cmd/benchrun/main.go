@@ -26,6 +26,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,12 +41,15 @@ type params struct {
 	DurS  float64       `json:"seconds_per_run"`
 	Sweep []int         `json:"b4_connection_sweep"`
 	Idle  []int         `json:"b10_idle_connections"`
+	// PairDur is how long B9's side-by-side runs load each proxy: long
+	// enough that CPU time, counted in 10 ms ticks, resolves a per cent
+	PairDur time.Duration `json:"-"`
 }
 
 var sets = map[string]params{
-	"smoke": {Reps: 1, Dur: 2 * time.Second, Sweep: []int{1, 64}, Idle: []int{100, 1000}},
-	"quick": {Reps: 3, Dur: 4 * time.Second, Sweep: []int{1, 16, 64}, Idle: []int{1000, 10000}},
-	"full":  {Reps: 5, Dur: 15 * time.Second, Sweep: []int{1, 2, 4, 8, 16, 32, 64}, Idle: []int{1000, 10000}},
+	"smoke": {Reps: 1, Dur: 2 * time.Second, Sweep: []int{1, 64}, Idle: []int{100, 1000}, PairDur: 2 * time.Second},
+	"quick": {Reps: 3, Dur: 4 * time.Second, Sweep: []int{1, 16, 64}, Idle: []int{1000, 10000}, PairDur: 15 * time.Second},
+	"full":  {Reps: 5, Dur: 15 * time.Second, Sweep: []int{1, 2, 4, 8, 16, 32, 64}, Idle: []int{1000, 10000}, PairDur: 15 * time.Second},
 }
 
 type harness struct {
@@ -275,6 +279,9 @@ type run struct {
 }
 
 func (h *harness) runOne(ctx context.Context, c testCase, target string, rep int) run {
+	if c.beside != "" {
+		return h.runBeside(ctx, c, target, rep)
+	}
 	r := run{Scenario: c.scenario, Variant: c.variant, Target: target, Rep: rep, Pinned: c.pinned}
 	dir := filepath.Join(h.out, "raw", fmt.Sprintf("%s-%s", c.scenario, slug(c.variant)), fmt.Sprintf("%s-rep%d", target, rep))
 	r.Raw = strings.TrimPrefix(dir, h.root+"/")
@@ -329,6 +336,94 @@ func (h *harness) runOne(ctx context.Context, c testCase, target string, rep int
 		}
 	}
 	r.Metrics, r.Valid, r.Note = metrics, valid, note
+	return r
+}
+
+// runBeside runs target and c.beside side by side: one backend, both
+// proxies pinned to CPU 1, each driven by its own load from CPU 0 over the
+// same window. The run's metrics are target's, plus c.beside's CPU per 1k
+// requests (beside_vcpu_per_krps) and target's over it, in per cent
+// (vcpu_over_beside). Measured one after the other, as the other
+// scenarios are, a difference of a few per cent drowns in what a shared
+// virtual machine's host does from one minute to the next (B9's plain
+// Outrigger alone spread over ±30%); side by side, both proxies see the
+// same noise and the ratio holds within a point or two. Every other
+// repetition starts them in the other order.
+func (h *harness) runBeside(ctx context.Context, c testCase, target string, rep int) run {
+	r := run{Scenario: c.scenario, Variant: c.variant, Target: target, Rep: rep, Pinned: c.pinned}
+	dir := filepath.Join(h.out, "raw", fmt.Sprintf("%s-%s", c.scenario, slug(c.variant)), fmt.Sprintf("%s-rep%d", target, rep))
+	r.Raw = strings.TrimPrefix(dir, h.root+"/")
+	fail := func(err error) run { r.Error = err.Error(); return r }
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fail(err)
+	}
+	backends, addrs, err := h.startBackends(ctx, dir, c.backend, c.nBackend, loadCPU(c.pinned))
+	if err != nil {
+		return fail(err)
+	}
+	defer func() {
+		for _, b := range backends {
+			b.stop()
+		}
+	}()
+	type side struct {
+		target  string
+		rc      *runCtx
+		m       *meter
+		metrics map[string]float64
+		valid   bool
+		note    string
+		err     error
+	}
+	sides := []*side{{target: target}, {target: c.beside}}
+	order := sides
+	if rep%2 == 0 {
+		order = []*side{sides[1], sides[0]}
+	}
+	for _, s := range order {
+		sdir := filepath.Join(dir, s.target)
+		if err := os.MkdirAll(sdir, 0o755); err != nil {
+			return fail(err)
+		}
+		px, err := h.startProxy(ctx, s.target, route{proto: c.proto, backends: addrs}, c.pinned, sdir)
+		if err != nil {
+			return fail(err)
+		}
+		defer px.stop()
+		if err := probe(ctx, c, px.addr); err != nil {
+			return fail(fmt.Errorf("%s: probe through %s: %w", s.target, px.addr, err))
+		}
+		s.rc = &runCtx{h: h, addr: px.addr, dir: sdir, proxy: px, backends: addrs}
+	}
+	var wg sync.WaitGroup
+	for _, s := range order {
+		s.m = startMeter(s.rc.proxy.counted...)
+		s.rc.mark = func() { s.m = startMeter(s.rc.proxy.counted...) }
+	}
+	for _, s := range order {
+		wg.Go(func() { s.metrics, s.valid, s.note, s.err = c.load(ctx, s.rc) })
+	}
+	wg.Wait()
+	var notes []string
+	for _, s := range sides {
+		cores, rss := s.m.stop()
+		if s.err != nil {
+			return fail(fmt.Errorf("%s: %w", s.target, s.err))
+		}
+		s.metrics["proxy_cores"], s.metrics["rss_mb"] = cores, rss
+		if rps := s.metrics["rps"]; rps > 0 {
+			s.metrics["vcpu_per_krps"] = cores / (rps / 1000)
+		}
+		if s.note != "" {
+			notes = append(notes, s.target+": "+s.note)
+		}
+	}
+	t, b := sides[0].metrics, sides[1].metrics
+	if b["vcpu_per_krps"] > 0 {
+		t["beside_vcpu_per_krps"] = b["vcpu_per_krps"]
+		t["vcpu_over_beside"] = 100 * (t["vcpu_per_krps"]/b["vcpu_per_krps"] - 1)
+	}
+	r.Metrics, r.Valid, r.Note = t, sides[0].valid && sides[1].valid, strings.Join(notes, "; ")
 	return r
 }
 

@@ -27,6 +27,9 @@ type testCase struct {
 	proto    string // route protocol, see route
 	pinned   bool
 	targets  []string
+	// beside: each target runs side by side with this one, and is
+	// measured against it (harness.runBeside)
+	beside string
 	// load runs the measured load against addr and returns its metrics.
 	// valid is false when the achieved rate missed the target.
 	load func(ctx context.Context, rc *runCtx) (m map[string]float64, valid bool, note string, err error)
@@ -116,6 +119,18 @@ func (h *harness) cases() []testCase {
 		targets: []string{"direct", "outrigger", "outrigger-res", "outrigger-trace0", "outrigger-trace100"},
 		load: func(ctx context.Context, rc *runCtx) (map[string]float64, bool, string, error) {
 			return fortio(ctx, rc, "http://"+rc.addr+"/", 16, d)
+		},
+	})
+	// B9 beside: each feature's cost again, with Outrigger without it
+	// running at the same time on the same core, so that both see the
+	// same machine (runBeside); this is the row that can resolve a few
+	// per cent.
+	cs = append(cs, testCase{
+		scenario: "B9", variant: fmt.Sprintf("%d req/s, c=16, beside outrigger, %gs", rate, p.PairDur.Seconds()),
+		backend: "http", nBackend: 1, proto: "http", pinned: true, beside: "outrigger",
+		targets: []string{"outrigger-res", "outrigger-trace0", "outrigger-trace100"},
+		load: func(ctx context.Context, rc *runCtx) (map[string]float64, bool, string, error) {
+			return fortio(ctx, rc, "http://"+rc.addr+"/", 16, p.PairDur)
 		},
 	})
 
