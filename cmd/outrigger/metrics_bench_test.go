@@ -23,6 +23,18 @@ import (
 // BenchmarkMetricsHTTPFastPath: one raw keep-alive client, the HTTP/1.1
 // fast path, a raw backend answering 1 KiB.
 func BenchmarkMetricsHTTPFastPath(b *testing.B) {
+	benchHTTPFastPath(b, []benchOptions{{"none", proxy.Options{}}, {"metrics", withMetrics()}})
+}
+
+type benchOptions struct {
+	name string
+	opts proxy.Options
+}
+
+// benchHTTPFastPath runs a sub-benchmark per case: one raw keep-alive
+// client, the HTTP/1.1 fast path with the case's options, a raw backend
+// answering 1 KiB.
+func benchHTTPFastPath(b *testing.B, cases []benchOptions) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n"), body...)
 	be := rawBackend(b, func(c net.Conn) {
@@ -50,13 +62,7 @@ func BenchmarkMetricsHTTPFastPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, bc := range []struct {
-		name string
-		opts proxy.Options
-	}{
-		{"none", proxy.Options{}},
-		{"metrics", withMetrics()},
-	} {
+	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			l := proxy.NewHTTPListener(proxy.HTTPConfig{Name: "web", Listen: "127.0.0.1:0"}, tab,
 				proxy.Upstreams{"web.shop": proxy.StaticUpstream("web", be)}, bc.opts)
