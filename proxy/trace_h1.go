@@ -27,8 +27,9 @@ import (
 // value means no span. Owned by the connection's goroutine; it outlives
 // the connection (h1conns), and so do its scratch slices and caches.
 type h1Trace struct {
-	// the server span's context, for its attempts' spans; nil with a
-	// tracer that takes the parent span itself (sampledStarter)
+	// the server span's context, for its attempts' spans; with a tracer
+	// that takes the parent span itself (sampledStarter), the request's
+	// context without it
 	ctx context.Context
 	// the server span's SpanContext, valid while a request is served;
 	// with a tracer that skips unsampled spans (sampledStarter), that of
@@ -124,8 +125,9 @@ func (hc *h1conn) startServerSpan() {
 	var span trace.Span
 	var sc trace.SpanContext
 	if tr.sampled != nil {
+		// ctx stays the request's (its baggage, for a sampler that reads
+		// it); the attempts' parent is given as span itself
 		span, sc = tr.sampled.StartSampled(ctx, nil, spanName(hc.rec.Method), trace.SpanKindServer)
-		ctx = nil // the attempts' parent is span itself
 	} else {
 		ctx, span = tr.tracer.Start(ctx, spanName(hc.rec.Method), serverKind...)
 		sc = span.SpanContext()
@@ -301,7 +303,7 @@ func (hc *h1conn) startAttempt(ep *discovery.Endpoint, svc string) {
 	if tr := hc.l.tr; tr.sampled != nil {
 		// nil when the sampler does not sample it (none of the SDK's
 		// samplers do that to a child of a sampled span)
-		span, sc = tr.sampled.StartSampled(nil, t.server, spanName(hc.rec.Method), trace.SpanKindClient)
+		span, sc = tr.sampled.StartSampled(t.ctx, t.server, spanName(hc.rec.Method), trace.SpanKindClient)
 	} else {
 		_, span = tr.tracer.Start(t.ctx, spanName(hc.rec.Method), clientKind...)
 		sc = span.SpanContext()

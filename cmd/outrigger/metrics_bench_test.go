@@ -140,7 +140,7 @@ func withMetrics() proxy.Options {
 
 // serve runs a Server with l until the benchmark ends; it returns l's
 // address.
-func serve(b *testing.B, l proxy.Listener) string {
+func serve(b testing.TB, l proxy.Listener) string {
 	srv := proxy.NewServer(proxy.ServerConfig{}, proxy.Options{}, l)
 	if err := srv.Listen(); err != nil {
 		b.Fatal(err)
@@ -156,7 +156,7 @@ func serve(b *testing.B, l proxy.Listener) string {
 }
 
 // rawBackend serves each connection with handle on its own goroutine.
-func rawBackend(b *testing.B, handle func(net.Conn)) netip.AddrPort {
+func rawBackend(b testing.TB, handle func(net.Conn)) netip.AddrPort {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

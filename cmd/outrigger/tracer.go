@@ -563,7 +563,10 @@ func (s *span) TracerProvider() trace.TracerProvider { return s.t.p }
 // The span is reused only after the exporter is done with it
 // (spanQueue.exportUpTo calls recycle), and only with our OTLP exporter,
 // which keeps no reference to the spans it was given. Calling Release
-// before End is a no-op.
+// before End is a no-op. A sampler of the user's own is given the span
+// in its ParentContext when a child of it starts, and one that kept that
+// context would break the promise; the SDK's samplers keep nothing (and
+// are never asked: samplePlan).
 func (s *span) Release() {
 	s.mu.Lock()
 	ended := s.ended

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -14,6 +18,8 @@ import (
 	"unsafe"
 
 	gocmp "github.com/google/go-cmp/cmp"
+	"github.com/outrigger-mesh/outrigger/proxy"
+	"github.com/outrigger-mesh/outrigger/proxy/route"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
@@ -21,6 +27,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
 // ourProvider is a tracerProvider exporting to an in-memory exporter
@@ -493,6 +500,9 @@ func TestTracerKeepsSpansForOtherExporters(t *testing.T) {
 		s.End()
 	}
 	flush()
+	if len(first) != 20 {
+		t.Fatalf("%d spans exported, want 20", len(first))
+	}
 	for i, s := range first {
 		if s.Name() != fmt.Sprint("first-", i) {
 			t.Errorf("kept span %d is now %q", i, s.Name())
@@ -515,10 +525,17 @@ func TestStartSampledWithParentSpan(t *testing.T) {
 	other.End()
 	child.End()
 	parent.End()
+	found := false
 	for _, s := range flush() {
-		if s.Name() == "parent" && s.ChildSpanCount() != 2 {
-			t.Errorf("parent has %d children, want 2", s.ChildSpanCount())
+		if s.Name() == "parent" {
+			found = true
+			if s.ChildSpanCount() != 2 {
+				t.Errorf("parent has %d children, want 2", s.ChildSpanCount())
+			}
 		}
+	}
+	if !found {
+		t.Error("the parent span was not exported")
 	}
 
 	// Root spans sampled, children of a sampled local parent not.
@@ -534,5 +551,126 @@ func TestStartSampledWithParentSpan(t *testing.T) {
 	}
 	if c, sc := atr.StartSampled(context.Background(), root, "child", trace.SpanKindClient); c != nil || sc.IsSampled() || sc.TraceID() != rsc.TraceID() {
 		t.Errorf("child of a sampled local parent: span made %v, context %v; the sampler says drop, in the parent's trace", c != nil, sc)
+	}
+}
+
+// The fast path with our tracer, our exporter and span reuse on, under
+// load that exports (and so recycles) while requests run: 8 keep-alive
+// connections, a batch every 4 spans. Every request's server span is
+// exported once, with its own path, and its attempt's span once, its
+// child in its trace: a span reused too early would show another
+// request's attributes or parent, or go missing (run with -race).
+func TestTracerReuseThroughProxy(t *testing.T) {
+	be := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	c := &captureClient{}
+	exp, err := newOTLPExporter(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := defaultSpanQueueOptions
+	o.MaxExportBatchSize, o.ScheduleDelay = 4, time.Millisecond
+	tp := newTracerProvider(sdktrace.ParentBased(sdktrace.AlwaysSample()), resource.Empty(),
+		newSpanQueue(exp, o, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if !tp.queue.recycle {
+		t.Fatal("the queue does not recycle with our exporter")
+	}
+	tab, err := route.New(route.Config{Routes: []route.RouteConfig{{Name: "all", Backends: []route.Backend{{Service: "web.shop"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := proxy.NewHTTPListener(proxy.HTTPConfig{Name: "web", Listen: "127.0.0.1:0"}, tab,
+		proxy.Upstreams{"web.shop": proxy.StaticUpstream("web", be)}, proxy.Options{TracerProvider: tp})
+	srv := proxy.NewServer(proxy.ServerConfig{}, proxy.Options{}, l)
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	addr := srv.Addrs()["web"].String()
+
+	const conns, reqs = 8, 150
+	var wg sync.WaitGroup
+	for g := range conns {
+		wg.Go(func() {
+			cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			defer cl.CloseIdleConnections()
+			for i := range reqs {
+				resp, err := cl.Get(fmt.Sprintf("http://%s/r/%d/%d", addr, g, i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	// A server span ends just after its response is sent: Serve returns
+	// when every connection's goroutine has, so every span has ended.
+	stop()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	type server struct {
+		trace, id []byte
+		children  int
+	}
+	servers := map[string]*server{} // by span ID
+	paths := map[string]bool{}
+	var clients []*tracepb.Span
+	for _, rs := range c.got {
+		for _, ss := range rs.ScopeSpans {
+			for _, s := range ss.Spans {
+				switch s.Kind {
+				case tracepb.Span_SPAN_KIND_SERVER:
+					var path string
+					for _, kv := range s.Attributes {
+						if kv.Key == "url.path" {
+							path = kv.Value.GetStringValue()
+						}
+					}
+					if paths[path] || !strings.HasPrefix(path, "/r/") {
+						t.Errorf("server span with path %q (seen before: %v)", path, paths[path])
+					}
+					paths[path] = true
+					servers[string(s.SpanId)] = &server{trace: s.TraceId, id: s.SpanId}
+				case tracepb.Span_SPAN_KIND_CLIENT:
+					clients = append(clients, s)
+				}
+			}
+		}
+	}
+	if len(paths) != conns*reqs || len(clients) != conns*reqs {
+		t.Fatalf("%d server spans and %d client spans exported, want %d of each", len(paths), len(clients), conns*reqs)
+	}
+	for _, s := range clients {
+		p := servers[string(s.ParentSpanId)]
+		if p == nil || !bytes.Equal(p.trace, s.TraceId) {
+			t.Fatalf("client span %x: parent %x not a server span of its trace", s.SpanId, s.ParentSpanId)
+		}
+		p.children++
+	}
+	for _, p := range servers {
+		if p.children != 1 {
+			t.Fatalf("server span %x has %d attempt spans, want 1", p.id, p.children)
+		}
 	}
 }
