@@ -279,9 +279,6 @@ type run struct {
 }
 
 func (h *harness) runOne(ctx context.Context, c testCase, target string, rep int) run {
-	if c.beside != "" {
-		return h.runBeside(ctx, c, target, rep)
-	}
 	r := run{Scenario: c.scenario, Variant: c.variant, Target: target, Rep: rep, Pinned: c.pinned}
 	dir := filepath.Join(h.out, "raw", fmt.Sprintf("%s-%s", c.scenario, slug(c.variant)), fmt.Sprintf("%s-rep%d", target, rep))
 	r.Raw = strings.TrimPrefix(dir, h.root+"/")
@@ -298,6 +295,9 @@ func (h *harness) runOne(ctx context.Context, c testCase, target string, rep int
 			b.stop()
 		}
 	}()
+	if c.beside != "" {
+		return h.runBeside(ctx, c, r, dir, addrs)
+	}
 	px, err := h.startProxy(ctx, target, route{proto: c.proto, backends: addrs}, c.pinned, dir)
 	if err != nil {
 		return fail(err)
@@ -339,7 +339,8 @@ func (h *harness) runOne(ctx context.Context, c testCase, target string, rep int
 	return r
 }
 
-// runBeside runs target and c.beside side by side: one backend, both
+// runBeside runs r's target and c.beside side by side (runOne has
+// started the backend, addrs, and made dir): both
 // proxies pinned to CPU 1, each driven by its own load from CPU 0 over the
 // same window. The run's metrics are target's, plus c.beside's CPU per 1k
 // requests (beside_vcpu_per_krps) and target's over it, in per cent
@@ -349,23 +350,8 @@ func (h *harness) runOne(ctx context.Context, c testCase, target string, rep int
 // Outrigger alone spread over ±30%); side by side, both proxies see the
 // same noise and the ratio holds within a point or two. Every other
 // repetition starts them in the other order.
-func (h *harness) runBeside(ctx context.Context, c testCase, target string, rep int) run {
-	r := run{Scenario: c.scenario, Variant: c.variant, Target: target, Rep: rep, Pinned: c.pinned}
-	dir := filepath.Join(h.out, "raw", fmt.Sprintf("%s-%s", c.scenario, slug(c.variant)), fmt.Sprintf("%s-rep%d", target, rep))
-	r.Raw = strings.TrimPrefix(dir, h.root+"/")
+func (h *harness) runBeside(ctx context.Context, c testCase, r run, dir string, addrs []string) run {
 	fail := func(err error) run { r.Error = err.Error(); return r }
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fail(err)
-	}
-	backends, addrs, err := h.startBackends(ctx, dir, c.backend, c.nBackend, loadCPU(c.pinned))
-	if err != nil {
-		return fail(err)
-	}
-	defer func() {
-		for _, b := range backends {
-			b.stop()
-		}
-	}()
 	type side struct {
 		target  string
 		rc      *runCtx
@@ -375,9 +361,9 @@ func (h *harness) runBeside(ctx context.Context, c testCase, target string, rep 
 		note    string
 		err     error
 	}
-	sides := []*side{{target: target}, {target: c.beside}}
+	sides := []*side{{target: r.Target}, {target: c.beside}}
 	order := sides
-	if rep%2 == 0 {
+	if r.Rep%2 == 0 {
 		order = []*side{sides[1], sides[0]}
 	}
 	for _, s := range order {

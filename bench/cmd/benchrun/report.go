@@ -529,6 +529,23 @@ outputs and generated proxy configs under ` + "`bench/results/<time>-<set>/raw/`
   "share of direct" divides by direct's median. B7's spread is min/max of the
   requests each of the three backends answered (1 = even); upstream conns are
   ESTABLISHED sockets to the backend ports sampled mid-run.
+- **B9 beside outrigger**: each feature's target (` + "`outrigger-res`" + `,
+  ` + "`-trace0`, `-trace100`" + `) runs at the same time as Outrigger without the
+  feature, one backend, both proxies on CPU 1, each with its own fortio
+  at 1000 req/s from CPU 0 for 15 s (2 s in smoke), starting order
+  swapped every repetition; "vCPU vs outrigger beside it" is the
+  target's CPU per 1k requests over the other's in that window. One
+  after the other, as B9's first rows run, the plain proxy alone moves by
+  ±10–30% from one minute to the next on this host; side by side both
+  see the same machine, and the pairs agree within a point or two. Their
+  latencies are of two proxies sharing a core, not comparable with the
+  other rows.
+- **A/B pairs** (` + "`bench/abpair.sh BIN_A:MODE_A BIN_B:MODE_B`" + `, modes
+  ` + "`plain`, `trace0`, `trace100`" + `): two Outrigger setups side by side on
+  CPU 1, each at 1000 req/s from its own fortio on CPU 0, their CPU per
+  1k requests and the ratio per pair, places swapped every pair, and the
+  median: B9's beside rows by hand, for comparing two builds. Needs
+  ` + "`make build`" + ` and ` + "`bench/install.sh`" + `; shares benchrun's lock.
 - Consul's connect proxy has no plaintext single-hop mode: its rows are a
   **pair** of proxies (client side → mTLS → server side → backend), and the
   CPU and RSS of both count. Compare it with that in mind.
