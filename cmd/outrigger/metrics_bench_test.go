@@ -141,6 +141,14 @@ func withMetrics() proxy.Options {
 // serve runs a Server with l until the benchmark ends; it returns l's
 // address.
 func serve(b testing.TB, l proxy.Listener) string {
+	addr, stop := serveUntil(b, l)
+	b.Cleanup(func() { stop() })
+	return addr
+}
+
+// serveUntil runs a Server with l until stop, which returns once Serve
+// has (every connection's goroutine has ended); it returns l's address.
+func serveUntil(b testing.TB, l proxy.Listener) (string, func() error) {
 	srv := proxy.NewServer(proxy.ServerConfig{}, proxy.Options{}, l)
 	if err := srv.Listen(); err != nil {
 		b.Fatal(err)
@@ -148,11 +156,15 @@ func serve(b testing.TB, l proxy.Listener) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return srv.Addrs()[l.Name()].String()
+	var once sync.Once
+	var err error
+	return srv.Addrs()[l.Name()].String(), func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
 }
 
 // rawBackend serves each connection with handle on its own goroutine.

@@ -592,14 +592,8 @@ func TestTracerReuseThroughProxy(t *testing.T) {
 	}
 	l := proxy.NewHTTPListener(proxy.HTTPConfig{Name: "web", Listen: "127.0.0.1:0"}, tab,
 		proxy.Upstreams{"web.shop": proxy.StaticUpstream("web", be)}, proxy.Options{TracerProvider: tp})
-	srv := proxy.NewServer(proxy.ServerConfig{}, proxy.Options{}, l)
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	addr := srv.Addrs()["web"].String()
+	addr, stop := serveUntil(t, l)
+	t.Cleanup(func() { stop() })
 
 	const conns, reqs = 8, 150
 	var wg sync.WaitGroup
@@ -621,8 +615,7 @@ func TestTracerReuseThroughProxy(t *testing.T) {
 	wg.Wait()
 	// A server span ends just after its response is sent: Serve returns
 	// when every connection's goroutine has, so every span has ended.
-	stop()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if err := tp.Shutdown(context.Background()); err != nil {
